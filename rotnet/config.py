@@ -1,0 +1,264 @@
+"""One typed configuration for every experiment, with the profiles paper / quick / smoke.
+
+The defaults of the dataclasses ARE the paper protocol on CIFAR-10 (REFERENCE.md);
+`quick` and `smoke` are small override dicts on top of them, so the CLI, `params.yaml`
+and the tests all describe a run the same way. `Config.from_dict` validates once,
+strictly: an unknown key or a wrong type is a one-line `RotnetError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+from rotnet.errors import RotnetError
+
+PROFILES = ("paper", "quick", "smoke")
+ROTATION_SET_NAMES = ("4", "8", "2", "2-perp")
+BLOCK_CHOICES = (3, 4, 5)
+PROBE_KINDS = ("nonlinear", "conv")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"  # generated | cifar10 | fashion-mnist | imagefolder
+    root: str = "data"
+    train_size: int | None = None  # None: the whole split
+    test_size: int | None = None
+    download: bool = True
+
+
+@dataclass
+class OptimConfig:
+    """SGD with a step schedule: lr, multiplied by lr_decay at each milestone epoch."""
+
+    epochs: int = 100
+    batch_size: int = 128  # images per step (a pretext step sees batch_size × K)
+    lr: float = 0.1
+    milestones: list[int] = field(default_factory=lambda: [30, 60, 80])
+    lr_decay: float = 0.2
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    # Samples per epoch; None means one pass over the training set. The
+    # semi-supervised protocol holds it at 50k so every subset size gets the same steps.
+    epoch_samples: int | None = None
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms + fixed cuDNN choices
+    seed: int = 0
+    log_every: int = 20  # steps between progress updates (each costs one host sync)
+
+
+@dataclass
+class PretrainConfig:
+    blocks: int = 4
+    rotations: str = "4"
+    width: float = 1.0  # channel multiplier; 1.0 is the paper's NIN
+    snapshot_every: int = 20  # keep a checkpoint every N epochs (Figure 5a); 0: none
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class ProbeConfig:
+    """A classifier on a pretrained backbone: frozen (probe) or trained with it (fine-tune)."""
+
+    kind: str = "nonlinear"  # nonlinear (3 FC layers) | conv (NIN block 3 + linear)
+    block: int = 2
+    finetune: bool = False
+    hidden: int = 200
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(milestones=[20, 40, 45]))
+
+
+@dataclass
+class SupervisedConfig:
+    """The supervised NIN baseline: 3 blocks trained from scratch on labels."""
+
+    blocks: int = 3
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(epochs=200, milestones=[60, 120, 160]))
+
+
+@dataclass
+class SemisupConfig:
+    per_class: list[int] = field(default_factory=lambda: [20, 100, 400, 1000, 5000])
+    # Both methods (conv probe on RotNet block 2, supervised NIN) use this schedule;
+    # an epoch is epoch_samples draws from the subset, wrapping around it.
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        milestones=[35, 70, 85], epoch_samples=50_000))
+
+
+@dataclass
+class SnapshotConfig:
+    """Figure 5a: a non-linear probe on block 2 of pretraining snapshots."""
+
+    every: int = 20
+    block: int = 2
+
+
+@dataclass
+class Config:
+    profile: str = "paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    conv_probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(
+        kind="conv", optim=OptimConfig(milestones=[35, 70, 85])))
+    # Fine-tuning schedule (not published): the conv probe's, with every layer trained.
+    finetune: OptimConfig = field(default_factory=lambda: OptimConfig(milestones=[35, 70, 85]))
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    semisup: SemisupConfig = field(default_factory=SemisupConfig)
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        """Paper defaults, then the named profile, then `values` on top; strict."""
+        values = copy.deepcopy(values or {})
+        profile = values.get("profile", "paper")
+        if profile not in PROFILES:
+            raise RotnetError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        merged = merge(PROFILE_OVERRIDES[profile], values)
+        config = build(cls, merged, "")
+        config.validate()
+        return config
+
+    @classmethod
+    def profile_defaults(cls, profile: str) -> Config:
+        return cls.from_dict({"profile": profile})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        check = _checker()
+        check(self.pretrain.blocks in BLOCK_CHOICES,
+              f"pretrain.blocks must be one of 3, 4, 5 (got {self.pretrain.blocks})")
+        check(self.supervised.blocks in BLOCK_CHOICES,
+              f"supervised.blocks must be one of 3, 4, 5 (got {self.supervised.blocks})")
+        check(self.pretrain.rotations in ROTATION_SET_NAMES,
+              f"unsupported rotation set {self.pretrain.rotations!r}; "
+              f"choose one of {', '.join(ROTATION_SET_NAMES)}")
+        check(self.pretrain.width > 0, f"pretrain.width must be > 0 (got {self.pretrain.width})")
+        for name, probe in (("probe", self.probe), ("conv_probe", self.conv_probe)):
+            check(probe.kind in PROBE_KINDS,
+                  f"{name}.kind must be one of {', '.join(PROBE_KINDS)} (got {probe.kind!r})")
+            check(1 <= probe.block <= 5, f"{name}.block must be between 1 and 5 (got {probe.block})")
+        for name, optim in self.optim_sections():
+            check(optim.epochs >= 1, f"{name}.epochs must be >= 1 (got {optim.epochs})")
+            check(optim.batch_size >= 1, f"{name}.batch_size must be >= 1 (got {optim.batch_size})")
+            check(optim.lr > 0, f"{name}.lr must be > 0 (got {optim.lr})")
+            check(optim.epoch_samples is None or optim.epoch_samples >= 1,
+                  f"{name}.epoch_samples must be >= 1")
+        check(all(k >= 1 for k in self.semisup.per_class), "semisup.per_class values must be >= 1")
+        check(self.snapshots.every >= 1, "snapshots.every must be >= 1")
+        check(self.runtime.precision in ("auto", "bf16", "fp32"),
+              f"runtime.precision must be auto, bf16 or fp32 (got {self.runtime.precision!r})")
+        for size_name in ("train_size", "test_size"):
+            size = getattr(self.data, size_name)
+            check(size is None or size >= 1, f"data.{size_name} must be >= 1 (got {size})")
+
+    def optim_sections(self):
+        return [("pretrain.optim", self.pretrain.optim), ("probe.optim", self.probe.optim),
+                ("conv_probe.optim", self.conv_probe.optim), ("finetune", self.finetune),
+                ("supervised.optim", self.supervised.optim), ("semisup.optim", self.semisup.optim)]
+
+
+def _checker():
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            raise RotnetError(message)
+    return check
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge; `override` wins."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def build(cls, values: dict, path: str):
+    """Instantiate dataclass `cls` from a nested dict, rejecting unknown keys and bad types."""
+    if not isinstance(values, dict):
+        raise RotnetError(f"{path or 'config'} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f" in {path}" if path else ""
+        raise RotnetError(f"unknown key {unknown[0]!r}{where}; expected one of {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{path}.{name}" if path else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, key: str):
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(h for h in options if h is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise RotnetError(f"{key} must be a list, got {value!r}")
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # rotations: 4 in YAML means the set "4"
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise RotnetError(f"{key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+# Small profiles: the generated offline data set and a narrow network, so the whole
+# study runs on a CPU. Milestones are scaled with the epochs.
+PROFILE_OVERRIDES: dict[str, dict] = {
+    "paper": {},
+    "quick": {
+        "data": {"dataset": "generated", "train_size": 2000, "test_size": 1000},
+        "pretrain": {"width": 0.25, "snapshot_every": 4,
+                     "optim": {"epochs": 12, "milestones": [6, 9, 11]}},
+        "probe": {"optim": {"epochs": 8, "milestones": [4, 6, 7]}},
+        "conv_probe": {"optim": {"epochs": 8, "milestones": [4, 6, 7]}},
+        "finetune": {"epochs": 8, "milestones": [4, 6, 7]},
+        "supervised": {"optim": {"epochs": 12, "milestones": [6, 9, 11]}},
+        "semisup": {"per_class": [20, 100],
+                    "optim": {"epochs": 6, "milestones": [3, 5], "epoch_samples": 2000}},
+        "snapshots": {"every": 4},
+    },
+    "smoke": {
+        "data": {"dataset": "generated", "train_size": 256, "test_size": 128},
+        "runtime": {"log_every": 1},
+        "pretrain": {"width": 0.125, "snapshot_every": 1,
+                     "optim": {"epochs": 2, "batch_size": 32, "milestones": [1]}},
+        "probe": {"optim": {"epochs": 1, "batch_size": 32, "milestones": []}},
+        "conv_probe": {"optim": {"epochs": 1, "batch_size": 32, "milestones": []}},
+        "finetune": {"epochs": 1, "batch_size": 32, "milestones": []},
+        "supervised": {"optim": {"epochs": 1, "batch_size": 32, "milestones": []}},
+        "semisup": {"per_class": [5, 10],
+                    "optim": {"epochs": 1, "batch_size": 32, "milestones": [], "epoch_samples": 256}},
+        "snapshots": {"every": 1},
+    },
+}

@@ -1,0 +1,248 @@
+"""The one training / evaluation loop that every experiment uses.
+
+What differs between experiments is the `Task` handed to it: the module that is trained,
+an optional frozen feature extractor in front of it (probes: no gradient, eval mode, so
+the backbone's backward pass is never paid for), and whether targets are rotation
+labels (the pretext) or class labels.
+
+The hot path has no per-sample Python: the data set lives on the device as uint8,
+crops/flips/rotations are batched tensor ops, and all randomness of an epoch is drawn
+up front from a generator seeded by (seed, epoch) — which is also what makes a resumed
+run identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rotnet import checkpoint
+from rotnet.augment import apply_crop_flip, draw_crop_flip, normalize
+from rotnet.config import OptimConfig, RuntimeConfig
+from rotnet.data import ImageData
+from rotnet.rotations import RotationSet, rotate_batch
+
+EVAL_BATCH = 500
+CROP_PADDING = 4
+
+
+@dataclass
+class Task:
+    """What one run trains. `model` maps inputs to logits and is the only thing optimised;
+    `frozen`, if given, runs first without gradients and in eval mode."""
+
+    kind: str  # pretrain | probe | finetune | supervised (names the checkpoint kind)
+    model: nn.Module
+    frozen: nn.Module | None = None
+    rotations: RotationSet | None = None  # set: the rotation pretext (targets = rotation labels)
+    arch: dict = field(default_factory=dict)  # what a checkpoint must match to resume
+
+
+@dataclass
+class Hooks:
+    """Progress and tracking plug in here, so the loop imports neither Rich nor MLflow."""
+
+    on_start: Callable[[int, int, int], None] | None = None  # (start_epoch, epochs, steps_per_epoch)
+    on_step: Callable[[int, int, float | None, float], None] | None = None  # (epoch, step, loss, img/s)
+    on_epoch_end: Callable[[dict], None] | None = None  # the epoch's metrics
+
+
+class Runtime:
+    """Device, precision and memory format resolved once from a RuntimeConfig."""
+
+    def __init__(self, config: RuntimeConfig):
+        self.config = config
+        name = config.device
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(name)
+        precision = config.precision
+        if precision == "auto":
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            precision = "bf16" if cuda_bf16 or self.device.type == "cpu" else "fp32"
+        self.precision = precision
+        self.channels_last = config.channels_last
+        if config.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def autocast(self):
+        enabled = self.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare_module(self, module: nn.Module) -> nn.Module:
+        module.to(self.device)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        return module
+
+    def maybe_compile(self, module: nn.Module) -> nn.Module:
+        return torch.compile(module) if self.config.compile else module
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """All randomness of epoch `epoch`: independent of how many epochs ran before."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def epoch_order(pool: torch.Tensor, epoch_samples: int, generator: torch.Generator) -> torch.Tensor:
+    """`epoch_samples` indices drawn from `pool` as consecutive shuffles (wrapping around a
+    pool smaller than the epoch, as the semi-supervised protocol requires)."""
+    repeats = math.ceil(epoch_samples / len(pool))
+    order = torch.cat([pool[torch.randperm(len(pool), generator=generator)] for _ in range(repeats)])
+    return order[:epoch_samples]
+
+
+class DeviceData:
+    """The data set moved to the device once, plus its normalisation constants."""
+
+    def __init__(self, data: ImageData, device: torch.device):
+        self.train_images = data.train_images.to(device)
+        self.train_labels = data.train_labels.to(device)
+        self.test_images = data.test_images.to(device)
+        self.test_labels = data.test_labels.to(device)
+        self.mean, self.std = data.mean, data.std
+
+
+def make_inputs(task: Task, images: torch.Tensor, labels: torch.Tensor, data: DeviceData,
+                runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (already augmented) → normalised, rotated if pretext, with targets."""
+    x = normalize(images, data.mean, data.std)
+    if task.rotations is not None:
+        x, labels = rotate_batch(x, task.rotations)
+    return runtime.to_memory_format(x), labels
+
+
+def forward(task: Task, x: torch.Tensor) -> torch.Tensor:
+    if task.frozen is not None:
+        with torch.no_grad():
+            x = task.frozen(x)
+    return task.model(x)
+
+
+def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, epoch: int,
+                    optim: OptimConfig, pool: torch.Tensor, hooks: Hooks) -> dict:
+    generator = epoch_generator(runtime.config.seed, epoch)
+    samples = optim.epoch_samples or len(pool)
+    order = epoch_order(pool, samples, generator)
+    augment = draw_crop_flip(len(order), CROP_PADDING, generator).to(runtime.device)
+    batch = optim.batch_size
+    # Drop a last partial batch (BatchNorm on a handful of images is noise), unless
+    # the whole epoch is smaller than one batch.
+    steps = max(1, len(order) // batch)
+    order = order.to(data.train_images.device, non_blocking=True)
+
+    task.model.train()
+    if task.frozen is not None:
+        task.frozen.eval()
+    loss_sum = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    for step in range(steps):
+        index = order[step * batch:(step + 1) * batch]
+        images = apply_crop_flip(data.train_images[index], augment[step * batch:(step + 1) * batch])
+        x, y = make_inputs(task, images, data.train_labels[index], data, runtime)
+        with runtime.autocast():
+            logits = forward(task, x)
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if hooks.on_step and ((step + 1) % runtime.config.log_every == 0 or step + 1 == steps):
+            # The only host sync inside the epoch, every log_every steps.
+            rate = seen / (time.perf_counter() - start)
+            hooks.on_step(epoch, step + 1, loss.item(), rate)
+    elapsed = time.perf_counter() - start
+    return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
+            "images_per_s": seen / elapsed, "epoch_seconds": elapsed}
+
+
+@torch.no_grad()
+def evaluate(task: Task, data: DeviceData, runtime: Runtime) -> float:
+    """Top-1 accuracy (%) on the test split, per image (per rotated image for the pretext)."""
+    task.model.eval()
+    if task.frozen is not None:
+        task.frozen.eval()
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    total = 0
+    for start in range(0, len(data.test_labels), EVAL_BATCH):
+        images = data.test_images[start:start + EVAL_BATCH]
+        x, y = make_inputs(task, images, data.test_labels[start:start + EVAL_BATCH], data, runtime)
+        with runtime.autocast():
+            logits = forward(task, x)
+        correct += (logits.argmax(1) == y).sum()
+        total += len(y)
+    return 100.0 * correct.item() / total
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum,
+                                nesterov=optim.nesterov, weight_decay=optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, optim.milestones, gamma=optim.lr_decay)
+    return optimizer, scheduler
+
+
+def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, out_dir: str | Path,
+        config: dict, hooks: Hooks | None = None, train_indices: torch.Tensor | None = None,
+        snapshot_every: int = 0, extra: dict | None = None) -> list[dict]:
+    """Train `task` for `optim.epochs`, resuming from `out_dir/checkpoint.pt` if present.
+
+    A checkpoint is written atomically after every epoch (and kept as
+    `snapshot-epochNNN.pt` every `snapshot_every` epochs). Returns the per-epoch history.
+    """
+    hooks = hooks or Hooks()
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "checkpoint.pt"
+    runtime.prepare_module(task.model)
+    if task.frozen is not None:
+        runtime.prepare_module(task.frozen)
+        task.frozen.requires_grad_(False)
+    optimizer, scheduler = make_optimizer(task.model, optim)
+    start_epoch, history, saved_extra = checkpoint.resume(
+        ckpt_path, kind=task.kind, arch=task.arch, model=task.model,
+        optimizer=optimizer, scheduler=scheduler)
+    extra = {**saved_extra, **(extra or {})}
+    model, frozen = task.model, task.frozen
+    compiled = Task(task.kind, runtime.maybe_compile(model),
+                    runtime.maybe_compile(frozen) if frozen is not None else None,
+                    task.rotations, task.arch)
+    device_data = DeviceData(data, runtime.device)
+    pool = train_indices if train_indices is not None else torch.arange(len(data.train_labels))
+    samples = optim.epoch_samples or len(pool)
+    if hooks.on_start:
+        hooks.on_start(start_epoch, optim.epochs, max(1, samples // optim.batch_size))
+    for epoch in range(start_epoch, optim.epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        metrics = train_one_epoch(compiled, device_data, optimizer, runtime, epoch, optim, pool, hooks)
+        scheduler.step()
+        metrics.update(epoch=epoch + 1, lr=lr, test_acc=evaluate(compiled, device_data, runtime))
+        history.append(metrics)
+        checkpoint.save_checkpoint(ckpt_path, kind=task.kind, arch=task.arch, config=config,
+                                   model=model, optimizer=optimizer, scheduler=scheduler,
+                                   epoch=epoch + 1, history=history, extra=extra)
+        if snapshot_every and (epoch + 1) % snapshot_every == 0:
+            snapshot = out_dir / f"snapshot-epoch{epoch + 1:03d}.pt"
+            checkpoint.atomic_write(snapshot, lambda tmp: shutil.copyfile(ckpt_path, tmp))
+        if hooks.on_epoch_end:
+            hooks.on_epoch_end(metrics)
+    return history

@@ -1,0 +1,237 @@
+"""One function per experiment kind — the only orchestration in the project.
+
+Each composes data + task + the one training loop + checkpointing + tracking from a
+`Config`. The CLI and the DVC stage scripts both call these functions, so they cannot
+drift apart. Bad input is rejected (as `RotnetError`) before any MLflow run or output
+file exists; a run that fails after it started is marked FAILED and writes no
+`metrics.json`, the file that says a run finished.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rotnet import checkpoint
+from rotnet.config import Config, OptimConfig
+from rotnet.data import ImageData, load_data
+from rotnet.engine import Hooks, Runtime, Task, fit
+from rotnet.errors import RotnetError
+from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
+from rotnet.rotations import rotation_set
+from rotnet.tracking import NullTracker, Tracker, flatten
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    out_dir: Path
+    metrics: dict  # test_acc (final epoch), best_test_acc, epochs, checkpoint_sha256
+    history: list[dict]
+
+
+def output_root(config: Config) -> Path:
+    return Path("outputs") / f"{config.data.dataset}-{config.profile}"
+
+
+def variant_name(blocks: int, rotations: str) -> str:
+    return f"b{blocks}-r{rotations}"
+
+
+def load_dataset(config: Config) -> ImageData:
+    d = config.data
+    return load_data(d.dataset, d.root, seed=config.runtime.seed, train_size=d.train_size,
+                     test_size=d.test_size, download=d.download)
+
+
+def _seeded(seed: int):
+    torch.manual_seed(seed)
+
+
+def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, out_dir: str | Path,
+            run_name: str, tags: dict, tracker: Tracker | None = None, hooks: Hooks | None = None,
+            train_indices: torch.Tensor | None = None, snapshot_every: int = 0) -> RunResult:
+    """Train `task` as a tracked, resumable run in `out_dir`."""
+    tracker = tracker if tracker is not None else Tracker()
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "checkpoint.pt"
+    resume_id = None
+    if ckpt_path.exists():  # refuse a foreign checkpoint before anything is logged
+        state = checkpoint.load_checkpoint(ckpt_path, kind=task.kind)
+        checkpoint.check_arch(state, task.arch, ckpt_path)
+        resume_id = state["extra"].get("run_id")
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    tags = {k: str(v) for k, v in {"kind": task.kind, "dataset": config.data.dataset,
+                                   "profile": config.profile, "seed": config.runtime.seed,
+                                   **tags}.items()}
+    run_id = tracker.start(run_name, flatten(config.to_dict()), tags, resume_run_id=resume_id)
+    user_hooks = hooks or Hooks()
+
+    def on_epoch_end(metrics: dict) -> None:
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=metrics["epoch"])
+        if user_hooks.on_epoch_end:
+            user_hooks.on_epoch_end(metrics)
+
+    try:
+        history = fit(task, data, optim, Runtime(config.runtime), out_dir=out_dir,
+                      config=config.to_dict(), train_indices=train_indices,
+                      snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
+                      hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
+        best = max(history, key=lambda m: m["test_acc"])
+        metrics = {"test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"],
+                   "best_epoch": best["epoch"], "epochs": history[-1]["epoch"],
+                   "checkpoint_sha256": checkpoint.file_sha256(ckpt_path), "run_id": run_id}
+        tracker.log_metrics({"best_test_acc": best["test_acc"]}, step=best["epoch"])
+        tracker.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
+                          "checkpoint_sha256": metrics["checkpoint_sha256"]})
+        checkpoint.atomic_write_text(out_dir / METRICS_FILE, json.dumps(
+            {**metrics, "tags": tags}, indent=2, sort_keys=True) + "\n")
+    except BaseException as err:
+        tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.finish("FINISHED")
+    return RunResult(run_id, out_dir, metrics, history)
+
+
+def pretrain(config: Config, out_dir: str | Path | None = None, *, tracker: Tracker | None = None,
+             hooks: Hooks | None = None, data: ImageData | None = None) -> RunResult:
+    """RotNet pretraining: predict which of K rotations was applied."""
+    p = config.pretrain
+    rset = rotation_set(p.rotations)
+    data = data or load_dataset(config)
+    _seeded(config.runtime.seed)
+    model = NINClassifier(p.blocks, len(rset), data.channels, p.width)
+    arch = {"model": "rotnet", "blocks": p.blocks, "rotations": p.rotations, "width": p.width,
+            "in_channels": data.channels}
+    variant = variant_name(p.blocks, p.rotations)
+    out_dir = out_dir or output_root(config) / "pretrain" / variant
+    return execute(Task("pretrain", model, rotations=rset, arch=arch), data, p.optim, config,
+                   out_dir=out_dir, run_name=f"pretrain-{variant}", hooks=hooks, tracker=tracker,
+                   tags={"variant": variant, "blocks": p.blocks, "rotations": p.rotations,
+                         "width": p.width}, snapshot_every=p.snapshot_every)
+
+
+# ---- classifiers on a pretrained (or random) backbone ---------------------------------
+
+
+@dataclass
+class Backbone:
+    """A NIN backbone plus where it came from (the lineage every probe run records)."""
+
+    module: NINBackbone
+    lineage: dict  # pretrain_run_id, pretrain_checkpoint(_sha256), variant, ...
+
+
+def load_backbone(path: str | Path, *, in_channels: int | None = None) -> Backbone:
+    """The backbone of a pretraining checkpoint (its rotation head is dropped)."""
+    state = checkpoint.load_checkpoint(path, kind="pretrain")
+    arch = state["arch"]
+    if in_channels is not None and arch["in_channels"] != in_channels:
+        raise RotnetError(f"{path} was pretrained on {arch['in_channels']}-channel images, "
+                          f"this data set has {in_channels}")
+    model = NINClassifier(arch["blocks"], len(rotation_set(arch["rotations"])), arch["in_channels"],
+                          arch["width"])
+    model.load_state_dict(state["model"])
+    tags = state["extra"].get("tags", {})
+    lineage = {"pretrain_run_id": state["extra"].get("run_id", ""),
+               "pretrain_checkpoint": str(Path(path).resolve()),
+               "pretrain_checkpoint_sha256": checkpoint.file_sha256(path),
+               "pretrain_epoch": state["epoch"], "variant": tags.get("variant", ""),
+               "blocks": arch["blocks"], "rotations": arch["rotations"], "width": arch["width"]}
+    return Backbone(model.backbone, lineage)
+
+
+def random_backbone(config: Config, in_channels: int) -> Backbone:
+    """A randomly initialised backbone (the 'random init + conv' baseline, test controls)."""
+    _seeded(config.runtime.seed + 7919)  # not the init a pretraining run with this seed had
+    p = config.pretrain
+    module = NINBackbone(p.blocks, in_channels, p.width)
+    return Backbone(module, {"pretrain_run_id": "", "pretrain_checkpoint": "random-init",
+                             "pretrain_checkpoint_sha256": "", "variant": "random",
+                             "blocks": p.blocks, "width": p.width})
+
+
+def classifier_head(kind: str, backbone: NINBackbone, block: int, in_channels: int,
+                    num_classes: int, width: float, hidden: int = 200) -> nn.Module:
+    if kind == "nonlinear":
+        c, h, w = block_output_shape(backbone, block, in_channels)
+        return nonlinear_probe(c * h * w, num_classes, hidden)
+    if kind == "conv":
+        return conv_probe(backbone.out_channels[block - 1], num_classes, width)
+    raise RotnetError(f"unknown probe kind {kind!r}; choose nonlinear or conv")
+
+
+def probe(config: Config, backbone: Backbone, *, kind: str = "nonlinear", block: int = 2,
+          finetune: bool = False, optim: OptimConfig | None = None, out_dir: str | Path | None = None,
+          train_indices: torch.Tensor | None = None, extra_tags: dict | None = None,
+          tracker: Tracker | None = None, hooks: Hooks | None = None,
+          data: ImageData | None = None) -> RunResult:
+    """A classifier on block `block` of `backbone`: frozen (a probe) or trained with it."""
+    n_blocks = len(backbone.module.blocks)
+    if not 1 <= block <= n_blocks:
+        raise RotnetError(f"cannot probe block {block}: the checkpoint has {n_blocks} blocks")
+    if kind not in ("nonlinear", "conv"):
+        raise RotnetError(f"unknown probe kind {kind!r}; choose nonlinear or conv")
+    data = data or load_dataset(config)
+    if backbone.module.blocks[0][0].in_channels != data.channels:
+        raise RotnetError(f"the backbone takes {backbone.module.blocks[0][0].in_channels}-channel "
+                          f"images, data set {data.name!r} has {data.channels}")
+    _seeded(config.runtime.seed)
+    width = backbone.lineage["width"]
+    head = classifier_head(kind, backbone.module, block, data.channels, data.num_classes, width,
+                           config.probe.hidden)
+    trunk = backbone.module.truncated(block)
+    if finetune:
+        task = Task("finetune", nn.Sequential(trunk, head))
+        optim = optim or config.finetune
+    else:
+        task = Task("probe", head, frozen=trunk)
+        optim = optim or (config.conv_probe.optim if kind == "conv" else config.probe.optim)
+    task.arch = {"model": f"{kind}-probe", "block": block, "finetune": finetune,
+                 "backbone_sha256": backbone.lineage["pretrain_checkpoint_sha256"],
+                 "num_classes": data.num_classes}
+    method = f"{kind}{'-finetuned' if finetune else ''}"
+    variant = backbone.lineage["variant"]
+    out_dir = out_dir or output_root(config) / "probe" / variant / f"{method}-block{block}"
+    tags = {**{k: v for k, v in backbone.lineage.items()}, "probe_kind": kind, "block": block,
+            "finetune": finetune, "method": method, **(extra_tags or {})}
+    return execute(task, data, optim, config, out_dir=out_dir, tracker=tracker, hooks=hooks,
+                   run_name=f"{method}-block{block}-{variant}", tags=tags,
+                   train_indices=train_indices)
+
+
+def supervised(config: Config, *, out_dir: str | Path | None = None, optim: OptimConfig | None = None,
+               train_indices: torch.Tensor | None = None, extra_tags: dict | None = None,
+               tracker: Tracker | None = None, hooks: Hooks | None = None,
+               data: ImageData | None = None) -> RunResult:
+    """The supervised NIN baseline (3 blocks by default, the pretraining's width)."""
+    data = data or load_dataset(config)
+    blocks, width = config.supervised.blocks, config.pretrain.width
+    _seeded(config.runtime.seed)
+    model = NINClassifier(blocks, data.num_classes, data.channels, width)
+    arch = {"model": "supervised-nin", "blocks": blocks, "width": width,
+            "in_channels": data.channels, "num_classes": data.num_classes}
+    out_dir = out_dir or output_root(config) / "supervised" / f"nin-b{blocks}"
+    tags = {"method": "supervised", "blocks": blocks, "width": width, **(extra_tags or {})}
+    return execute(Task("supervised", model, arch=arch), data, optim or config.supervised.optim,
+                   config, out_dir=out_dir, run_name=f"supervised-nin-b{blocks}", tags=tags,
+                   train_indices=train_indices, tracker=tracker, hooks=hooks)
+
+
+def read_result(out_dir: str | Path) -> dict:
+    """The metrics.json of a finished run."""
+    path = Path(out_dir) / METRICS_FILE
+    if not path.is_file():
+        raise RotnetError(f"no finished run in {out_dir} (missing {METRICS_FILE})")
+    return json.loads(path.read_text())
+
+
+__all__ = ["Backbone", "NullTracker", "RunResult", "execute", "load_backbone", "load_dataset",
+           "output_root", "pretrain", "probe", "random_backbone", "read_result", "supervised",
+           "variant_name"]

@@ -1,0 +1,80 @@
+"""What the DVC stage scripts in `stages/` share: reading params.yaml into a `Config`,
+naming variants, tagging MLflow runs with their stage, writing DVC metrics and plots.
+
+The study itself (which variants, which probes) is spelled out in dvc.yaml; this
+module only keeps the stage scripts to a few lines each.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from rotnet.checkpoint import atomic_write_text
+from rotnet.config import Config
+from rotnet.errors import RotnetError
+from rotnet.params import read_params
+from rotnet.tracking import Tracker
+
+PARAMS_FILE = "params.yaml"
+# The paper's ablations (Tables 1 and 2): NIN depth with 4 rotations, rotation sets at 4 blocks.
+VARIANTS = ("b3-r4", "b4-r4", "b5-r4", "b4-r8", "b4-r2", "b4-r2-perp")
+BASELINE_VARIANT = "b4-r4"
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "images_per_s")
+
+
+def stage_config(path: str | Path = PARAMS_FILE) -> Config:
+    return Config.from_dict(read_params(path))
+
+
+def parse_variant(variant: str) -> tuple[int, str]:
+    """"b4-r2-perp" -> (4, "2-perp")."""
+    match = re.fullmatch(r"b(\d)-r(4|8|2|2-perp)", variant)
+    if not match or int(match.group(1)) not in (3, 4, 5):
+        raise RotnetError(f"unknown variant {variant!r}: expected b<3|4|5>-r<4|8|2|2-perp>, "
+                          f"e.g. {', '.join(VARIANTS)}")
+    return int(match.group(1)), match.group(2)
+
+
+def with_variant(config: Config, variant: str) -> Config:
+    blocks, rotations = parse_variant(variant)
+    return replace(config, pretrain=replace(config.pretrain, blocks=blocks, rotations=rotations))
+
+
+def stage_tracker(stage: str) -> Tracker:
+    return Tracker(tags={"pipeline": "dvc", "stage": stage})
+
+
+def write_stage_metrics(path: str | Path, results: dict) -> None:
+    """DVC metrics: {name: {test_acc, best_test_acc, run_id}} for `dvc metrics show`."""
+    payload = {name: {"test_acc": round(r.metrics["test_acc"], 4),
+                      "best_test_acc": round(r.metrics["best_test_acc"], 4),
+                      "run_id": r.run_id} for name, r in results.items()}
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_history_csv(path: str | Path, history: list[dict]) -> None:
+    """A training curve for `dvc plots show` (one row per epoch)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def run_stage(main) -> None:
+    """Run a stage's main(); bad input becomes one line on stderr and exit code 2."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    try:
+        main(*sys.argv[1:])
+    except RotnetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,71 @@
+"""Studies made of several runs: the semi-supervised sweep (Figure 5b) and the probes on
+pretraining snapshots (Figure 5a). Each run inside is an ordinary experiment run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rotnet import checkpoint
+from rotnet.config import Config
+from rotnet.engine import Hooks
+from rotnet.errors import RotnetError
+from rotnet.experiments import (Backbone, RunResult, load_backbone, load_dataset, output_root, probe,
+                                supervised)
+from rotnet.subsets import read_label_subset, subset_path, write_label_subset
+from rotnet.tracking import Tracker
+
+
+def write_subsets(config: Config, directory: str | Path) -> list[Path]:
+    """The label-subset index files for every size in `config.semisup.per_class`."""
+    data = load_dataset(config)
+    return [write_label_subset(directory, data.train_labels, k, data.name)
+            for k in config.semisup.per_class]
+
+
+def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | Path, *,
+                backbone: Backbone | None = None, out_dir: str | Path | None = None,
+                tracker: Tracker | None = None, hooks: Hooks | None = None) -> RunResult:
+    """One cell of Figure 5b: `method` is "rotnet-conv" (conv probe on frozen block 2 of
+    the RotNet) or "supervised" (a NIN trained on the subset alone)."""
+    data = load_dataset(config)
+    path = subset_path(subsets_dir, per_class)
+    indices = read_label_subset(path, data.train_labels)
+    tags = {"study": "semisup", "subset_per_class": per_class, "subset_size": len(indices),
+            "subset_file_sha256": checkpoint.file_sha256(path)}
+    root = Path(out_dir) if out_dir else output_root(config) / "semisup"
+    optim = config.semisup.optim
+    if method == "rotnet-conv":
+        if backbone is None:
+            raise RotnetError("the rotnet-conv method needs a pretrained checkpoint")
+        return probe(config, backbone, kind="conv", block=2, optim=optim, train_indices=indices,
+                     out_dir=root / f"rotnet-conv-k{per_class}", extra_tags=tags, tracker=tracker,
+                     hooks=hooks, data=data)
+    if method == "supervised":
+        return supervised(config, optim=optim, train_indices=indices,
+                          out_dir=root / f"supervised-k{per_class}", extra_tags=tags,
+                          tracker=tracker, hooks=hooks, data=data)
+    raise RotnetError(f"unknown semi-supervised method {method!r}; choose rotnet-conv or supervised")
+
+
+def snapshot_files(pretrain_dir: str | Path) -> list[Path]:
+    files = sorted(Path(pretrain_dir).glob("snapshot-epoch*.pt"))
+    if not files:
+        raise RotnetError(f"no pretraining snapshots (snapshot-epochNNN.pt) in {pretrain_dir}; "
+                          "pretrain with pretrain.snapshot_every > 0")
+    return files
+
+
+def snapshot_probe(config: Config, snapshot: str | Path, *, out_dir: str | Path | None = None,
+                   tracker: Tracker | None = None, hooks: Hooks | None = None) -> RunResult:
+    """One point of Figure 5a: a non-linear probe on a pretraining snapshot, tagged with
+    the snapshot's epoch and its rotation accuracy on the test set."""
+    state = checkpoint.load_checkpoint(snapshot, kind="pretrain")
+    epoch = state["epoch"]
+    rotation_acc = state["history"][-1]["test_acc"]
+    backbone = load_backbone(snapshot)
+    block = config.snapshots.block
+    root = Path(out_dir) if out_dir else output_root(config) / "snapshots" / backbone.lineage["variant"]
+    return probe(config, backbone, kind="nonlinear", block=block, out_dir=root / f"epoch{epoch:03d}",
+                 extra_tags={"study": "snapshots", "snapshot_epoch": epoch,
+                             "snapshot_rotation_acc": f"{rotation_acc:.4f}"},
+                 tracker=tracker, hooks=hooks)

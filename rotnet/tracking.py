@@ -1,0 +1,183 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Runs go to a sqlite store at an absolute path (default `<project>/mlflow.db`, or
+`MLFLOW_TRACKING_URI`), so DVC's queued runs in temporary copies of the repo still log
+to the one store. The training loop never sees MLflow: experiments hand it hooks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from rotnet.errors import RotnetError
+
+EXPERIMENT = "rotnet"
+
+
+def project_root() -> Path:
+    """ROTNET_HOME, else the source checkout this package lives in, else the cwd."""
+    if os.environ.get("ROTNET_HOME"):
+        return Path(os.environ["ROTNET_HOME"]).resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "pyproject.toml").exists() else Path.cwd().resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or project_root(),
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}: MLflow params are flat strings."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _client():
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+class Tracker:
+    """One MLflow run: params, tags, per-epoch metrics, final status."""
+
+    def __init__(self, experiment: str = EXPERIMENT, tags: dict[str, str] | None = None):
+        self.experiment = experiment
+        self.tags = dict(tags or {})  # added to every run this tracker starts (e.g. the DVC stage)
+        self.run_id: str | None = None
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            try:
+                self._client = _client()
+                self._experiment_id()
+            except RotnetError:
+                raise
+            except Exception as err:  # an unreachable server, a locked/corrupt store
+                raise RotnetError(f"cannot reach the MLflow store at {tracking_uri()}: "
+                                  f"{type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+        return self._client
+
+    def _experiment_id(self) -> str:
+        client = self._client
+        found = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        uri = tracking_uri()
+        # Artifacts beside a local sqlite store, at an absolute path.
+        artifacts = None
+        if uri.startswith("sqlite:///"):
+            artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return client.create_experiment(self.experiment, artifact_location=artifacts)
+
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
+              resume_run_id: str | None = None, parent_run_id: str | None = None) -> str:
+        client = self.client
+        tags = {**self.tags, **tags}
+        if resume_run_id and self._exists(resume_run_id):
+            self.run_id = resume_run_id
+            client.update_run(resume_run_id, status="RUNNING")
+            for key, value in tags.items():
+                client.set_tag(resume_run_id, key, value)
+            return resume_run_id
+        all_tags = {"mlflow.runName": run_name, "git_commit": git_commit(), **tags}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(self._experiment_id(), run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+            client.log_batch(self.run_id, params=items[start:start + 100])
+        return self.run_id
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:
+            return False
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[
+            Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+class NullTracker(Tracker):
+    """Tracking switched off (a notebook, a machine without MLflow, some tests)."""
+
+    def start(self, run_name, params, tags, resume_run_id=None, parent_run_id=None) -> str:
+        self.run_id = resume_run_id or ""
+        return self.run_id
+
+    def log_metrics(self, metrics, step) -> None:
+        pass
+
+    def set_tags(self, tags) -> None:
+        pass
+
+    def log_artifact(self, path) -> None:
+        pass
+
+    def finish(self, status="FINISHED") -> None:
+        pass
+
+
+def search_runs(filter_string: str = "", experiment: str = EXPERIMENT) -> list:
+    """Finished runs of the experiment matching an MLflow filter, oldest first."""
+    client = _client()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], filter_string=filter_string,
+                                  order_by=["attributes.start_time ASC"], max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]

@@ -1,0 +1,41 @@
+"""DVC stage `table3@<method>`: the Table 3 runs besides the block-2 non-linear probe
+(which the `probe` stage makes): RotNet + conv, both fine-tuned variants, the supervised
+NIN, and the conv probe on a random backbone."""
+
+from rotnet import experiments
+from rotnet.errors import RotnetError
+from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_tracker,
+                             write_history_csv, write_stage_metrics)
+
+METHODS = {  # method -> (probe kind, fine-tune)
+    "conv": ("conv", False),
+    "nonlinear-finetuned": ("nonlinear", True),
+    "conv-finetuned": ("conv", True),
+    "random-conv": ("conv", False),
+}
+
+
+def main(method):
+    config = stage_config()
+    tracker = stage_tracker(f"table3@{method}")
+    out_dir = f"runs/table3/{method}"
+    if method == "supervised":
+        result = experiments.supervised(config, out_dir=out_dir, tracker=tracker)
+    elif method in METHODS:
+        kind, finetune = METHODS[method]
+        data = experiments.load_dataset(config)
+        if method == "random-conv":
+            backbone = experiments.random_backbone(config, data.channels)
+        else:
+            backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
+        result = experiments.probe(config, backbone, kind=kind, block=2, finetune=finetune,
+                                   out_dir=out_dir, tracker=tracker, data=data)
+    else:
+        raise RotnetError(f"unknown Table 3 method {method!r}; choose supervised or "
+                          f"{', '.join(METHODS)}")
+    write_stage_metrics(f"metrics/table3/{method}.json", {method: result})
+    write_history_csv(f"plots/table3/{method}.csv", result.history)
+
+
+if __name__ == "__main__":
+    run_stage(main)

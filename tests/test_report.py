@@ -1,0 +1,200 @@
+"""The report: tables, figures and runs.json read back from a throwaway MLflow store.
+
+One sqlite store per module (MLflow setup costs seconds), filled through
+`rotnet.tracking.Tracker` with made-up accuracies for a subset of the cells.
+"""
+
+import json
+import time
+
+import pytest
+
+from rotnet import report, tracking
+from rotnet.errors import RotnetError
+from rotnet.tracking import Tracker
+
+PROFILE, DATASET = "quick", "cifar10"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: str = PROFILE) -> str:
+    """A run as the experiments make it: tags, test_acc per epoch, then a final status."""
+    time.sleep(0.005)  # distinct start times (milliseconds), so "most recent" is well defined
+    tracker = Tracker()
+    all_tags = {"dataset": DATASET, "profile": profile, "seed": "0", **tags}
+    run_id = tracker.start(f"test-{tags.get('kind')}", {}, {k: str(v) for k, v in all_tags.items()})
+    for epoch, acc in enumerate(accs, 1):
+        tracker.log_metrics({"test_acc": acc}, step=epoch)
+    tracker.log_metrics({"best_test_acc": max(accs)}, step=1 + accs.index(max(accs)))
+    tracker.finish(status)
+    return run_id
+
+
+def probe_tags(variant: str, block: int, method: str = "nonlinear", **extra) -> dict:
+    kind = "finetune" if method.endswith("finetuned") else "probe"
+    return {"kind": kind, "variant": variant, "block": block, "method": method,
+            "probe_kind": method.split("-")[0], "finetune": str(kind == "finetune"),
+            "pretrain_run_id": "x", **extra}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        mp.delenv(report.UI_ENV, raising=False)
+        ids = {
+            "pretrain_b4r4": log_run({"kind": "pretrain", "variant": "b4-r4", "blocks": 4,
+                                      "rotations": "4"}, [70.0, 90.5]),
+            "pretrain_b4r8": log_run({"kind": "pretrain", "variant": "b4-r8", "blocks": 4,
+                                      "rotations": "8"}, [60.0, 75.25]),
+            "b4r4_b1": log_run(probe_tags("b4-r4", 1), [80.0, 84.0]),
+            "b4r4_b2_old": log_run(probe_tags("b4-r4", 2), [70.0, 80.0]),
+            "b4r4_b2": log_run(probe_tags("b4-r4", 2), [85.0, 88.50, 88.0]),  # best != final
+            "b4r4_b3_failed": log_run(probe_tags("b4-r4", 3), [99.0], status="FAILED"),
+            "b4r8_b2": log_run(probe_tags("b4-r8", 2), [86.0, 87.0]),
+            "b4r8_b1": log_run(probe_tags("b4-r8", 1), [83.0, 83.5]),
+            "conv": log_run(probe_tags("b4-r4", 2, "conv"), [90.0, 91.0]),
+            "conv_ft": log_run(probe_tags("b4-r4", 2, "conv-finetuned"), [92.0, 92.5]),
+            "supervised": log_run({"kind": "supervised", "method": "supervised", "blocks": 3},
+                                  [91.0, 92.25]),
+            "other_profile": log_run(probe_tags("b3-r4", 1), [11.11], profile="smoke"),
+            # Figure 5b (study runs: must stay out of the tables)
+            "semi_sup_20": log_run({"kind": "supervised", "method": "supervised", "study": "semisup",
+                                    "subset_per_class": 20, "subset_size": 200}, [40.0, 41.41]),
+            "semi_rot_20": log_run(probe_tags("b4-r4", 2, "conv", study="semisup",
+                                              subset_per_class=20, subset_size=200), [60.0, 62.62]),
+            "semi_rot_100": log_run(probe_tags("b4-r4", 2, "conv", study="semisup",
+                                               subset_per_class=100, subset_size=1000), [73.73]),
+            # Figure 5a
+            "snap_1": log_run(probe_tags("b4-r4", 2, study="snapshots", snapshot_epoch=1,
+                                         snapshot_rotation_acc="55.5000"), [50.0, 65.65]),
+            "snap_2": log_run(probe_tags("b4-r4", 2, study="snapshots", snapshot_epoch=2,
+                                         snapshot_rotation_acc="77.7000"), [70.0, 79.79]),
+        }
+        out = root / "reports"
+        paths = report.write_report(out, PROFILE, DATASET)
+        yield {"ids": ids, "out": out, "paths": paths, "root": root,
+               "runs": json.loads((out / "runs.json").read_text())}
+
+
+def cell(store, table, row, column="accuracy"):
+    return next(c for c in store["runs"]["cells"]
+                if (c["table"], c["row"], c["column"]) == (table, row, column))
+
+
+def test_writes_every_file(store):
+    names = sorted(p.name for p in store["paths"])
+    assert names == sorted(["table1.md", "table2.md", "table3.md", "figure5a.png", "figure5b.png",
+                            "figures.md", "runs.json"])
+    assert all(p.is_file() for p in store["paths"])
+
+
+def test_tables_show_ours_paper_difference_and_run_link(store):
+    ids, out = store["ids"], store["out"]
+    table1 = (out / "table1.md").read_text()
+    # 4-block B2: ours (final epoch, not best) / paper (ours - paper) link
+    assert (f"88.00 / 89.06 (-1.06) [{ids['b4r4_b2'][:8]}]"
+            f"(http://127.0.0.1:5000/#/experiments/") in table1
+    assert f"/runs/{ids['b4r4_b2']})" in table1
+    assert "— / 61.73" in table1  # a missing cell still shows the paper value
+    table2 = (out / "table2.md").read_text()
+    assert "| 8 rotations (multiples of 45°) | 87.00 | 88.51 | -1.51 |" in table2
+    table3 = (out / "table3.md").read_text()
+    assert "| RotNet + conv | 91.00 | 91.16 | -0.16 |" in table3
+    assert "| RotNet + conv (fine-tuned) | 92.50 | 92.17 | +0.33 |" in table3
+    assert "| RotNet + non-linear (fine-tuned) | — | 91.73 | — | — |" in table3
+    assert "| Exemplar CNN | 84.30 |" in table3
+    for text in (table1, table2, table3):
+        assert "profile: `quick`" in text and "final-epoch" in text
+        assert "sqlite:///" in text and "Git commit" in text
+
+
+def test_newer_run_replaces_older_one(store):
+    c = cell(store, "table1", "RotNet 4 blocks", "B2")
+    assert c["run_id"] == store["ids"]["b4r4_b2"]
+    assert c["value"] == 88.0 and c["best_value"] == 88.5 and c["paper"] == 89.06
+    assert c["diff"] == pytest.approx(-1.06)
+
+
+def test_failed_runs_and_other_profiles_are_ignored(store):
+    assert cell(store, "table1", "RotNet 4 blocks", "B3")["run_id"] is None
+    assert cell(store, "table1", "RotNet 3 blocks", "B1")["run_id"] is None
+    text = "".join(p.read_text() for p in store["paths"] if p.suffix in (".md", ".json"))
+    assert "99.00" not in text and "11.11" not in text
+    assert store["ids"]["other_profile"] not in text
+
+
+def test_study_runs_stay_out_of_the_tables(store):
+    ids = store["ids"]
+    assert cell(store, "table3", "Supervised NIN")["run_id"] == ids["supervised"]
+    assert cell(store, "table3", "RotNet + conv")["run_id"] == ids["conv"]
+    assert cell(store, "table3", "RotNet + non-linear")["run_id"] == ids["b4r4_b2"]
+    tables = "".join((store["out"] / f"table{i}.md").read_text() for i in (1, 2, 3))
+    for key in ("semi_sup_20", "semi_rot_20", "snap_2"):
+        assert ids[key] not in tables
+
+
+def test_figure_points_trace_to_runs(store):
+    ids, points = store["ids"], store["runs"]["points"]
+    got = {(p["figure"], p["series"], p["x"]): (p["value"], p["run_id"]) for p in points}
+    assert got[("figure5a", "rotation prediction (snapshot)", 2.0)] == (77.7, ids["snap_2"])
+    assert got[("figure5a", "non-linear probe on block 2", 1.0)] == (65.65, ids["snap_1"])
+    assert got[("figure5b", "supervised NIN", 20.0)] == (41.41, ids["semi_sup_20"])
+    assert got[("figure5b", "RotNet + conv (block 2)", 100.0)] == (73.73, ids["semi_rot_100"])
+    md = (store["out"] / "figures.md").read_text()
+    for key in ("snap_1", "snap_2", "semi_sup_20", "semi_rot_20", "semi_rot_100", "supervised"):
+        assert f"/runs/{ids[key]})" in md
+
+
+def test_every_run_id_in_runs_json_exists_in_the_store(store):
+    existing = {r.info.run_id for r in tracking.search_runs("")}
+    linked = [e["run_id"] for e in store["runs"]["cells"] + store["runs"]["points"] if e["run_id"]]
+    assert len(linked) >= 15 and set(linked) <= existing
+    for entry in store["runs"]["cells"] + store["runs"]["points"]:
+        if entry["run_id"]:
+            assert entry["url"].endswith(f"/runs/{entry['run_id']}")
+
+
+def test_figures_are_png(store):
+    for name in ("figure5a.png", "figure5b.png"):
+        data = (store["out"] / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+        assert b"Software" not in data  # no matplotlib version in the file
+
+
+def test_rewriting_gives_identical_bytes_and_leaves_files_alone(store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store['root']}/mlflow.db")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in store["paths"]}
+    again = report.write_report(store["out"], PROFILE, DATASET)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in again} == before
+    fresh = report.write_report(store["root"] / "fresh", PROFILE, DATASET)
+    assert {p.name: p.read_bytes() for p in fresh} == {k: v[0] for k, v in before.items()}
+
+
+def test_ablation_table_compares_with_the_baseline(store, monkeypatch):
+    from rich.console import Console
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store['root']}/mlflow.db")
+    console = Console(width=120, record=True)
+    console.print(report.ablation_table(PROFILE, DATASET, "b4-r8"))
+    text = console.export_text()
+    assert "rotation accuracy" in text and "75.25" in text and "90.50" in text and "-15.25" in text
+    assert "block 1" in text and "83.50" in text and "84.00" in text and "-0.50" in text
+    assert "block 2" in text and "87.00" in text and "88.00" in text and "-1.00" in text
+    assert "block 3" not in text  # b4-r8 has no block-3 probe
+
+
+def test_empty_store_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    with pytest.raises(RotnetError, match="no finished runs for profile quick on data set cifar10"):
+        report.write_report(tmp_path / "reports", PROFILE, DATASET)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_missing_figure_data_still_writes_a_figure(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    log_run({"kind": "supervised", "method": "supervised", "blocks": 3}, [92.0])
+    paths = {p.name: p for p in report.write_report(tmp_path / "reports", PROFILE, DATASET)}
+    assert paths["figure5b.png"].read_bytes().startswith(PNG_MAGIC)
+    assert "No runs yet: figure5b.png" in paths["figures.md"].read_text()
