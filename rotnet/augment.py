@@ -74,13 +74,14 @@ def apply_crop_flip(images: torch.Tensor, params: CropFlip) -> torch.Tensor:
     return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     """float32 (x / 255 - mean) / std per channel, for raw pixels in [0, 255].
 
     mean and std are in [0, 1] units, one value per channel.
     """
     if len(mean) != images.shape[1] or len(std) != images.shape[1]:
         raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {images.shape[1]} channels")
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device)[:, None, None]
-    s = torch.tensor(std, dtype=torch.float32, device=images.device)[:, None, None]
+    # as_tensor: no copy when the caller already holds device tensors (the training loop does).
+    m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).reshape(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=images.device).reshape(-1, 1, 1)
     return (images.to(torch.float32) / 255 - m) / s

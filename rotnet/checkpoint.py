@@ -74,7 +74,8 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
         raise RotnetError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
+            OSError) as err:  # OSError: a truncated zip (torch raises EINVAL)
         raise RotnetError(f"{path} is not a readable checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RotnetError(f"{path} is not a rotnet checkpoint")
@@ -89,6 +90,30 @@ def check_arch(state: dict, arch: dict, path: str | Path) -> None:
         if state["arch"].get(key) != value:
             raise RotnetError(f"checkpoint {path} has {key}={state['arch'].get(key)!r}, "
                               f"this run needs {key}={value!r}; use another output directory")
+
+
+# Settings that may differ between a run and its resumption (another machine, more logging).
+RESUMABLE_DIFFERENCES = {"runtime.device", "runtime.log_every", "runtime.compile", "data.root",
+                         "data.download"}
+
+
+def check_config(state: dict, config: dict, path: str | Path) -> None:
+    """Refuse to resume a run that was started with different training settings."""
+    saved, current = _flat(state.get("config", {})), _flat(config)
+    for key in sorted(set(saved) | set(current)):
+        if key not in RESUMABLE_DIFFERENCES and saved.get(key) != current.get(key):
+            raise RotnetError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run "
+                              f"has {key}={current.get(key)!r}; use another output directory")
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def resume(path: str | Path, *, kind: str, arch: dict, model, optimizer, scheduler) -> tuple[int, list[dict], dict]:

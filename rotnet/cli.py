@@ -82,6 +82,8 @@ def tracker_for(track: bool):
 
 
 def report_result(title: str, result) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+        return
     m = result.metrics
     console.print(f"[bold green]{title}[/] test accuracy {m['test_acc']:.2f}% (final epoch "
                   f"{m['epochs']}; best {m['best_test_acc']:.2f}% at epoch {m['best_epoch']})"
@@ -220,6 +222,57 @@ def snapshots(
         report_result(f"{snap.name}:", result)
 
 
+@app.command()
+def report(
+    out: Path = typer.Option(Path("reports"), "--out", help="Where to write the tables and figures."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="Which profile/data set to "
+                                "report (read from this params file)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Override the params' profile."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the params' data set."),
+):
+    """Write Tables 1-3 and Figure 5a/5b into reports/, from the MLflow store only."""
+    from rotnet.report import write_report
+
+    config = build_config(params if params.exists() else None, None, None, {})
+    files = write_report(out, profile=profile or config.profile, dataset=dataset or config.data.dataset)
+    for path in files:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def ablate(
+    rotations: str = typer.Option("4", "--rotations", help="Rotation set of the variant."),
+    blocks: int = typer.Option(4, "--blocks", help="NIN blocks of the variant."),
+    queue: bool = typer.Option(False, "--queue", help="Only queue the DVC experiment "
+                               "(run later with `dvc queue start`)."),
+):
+    """Run one variant (pretraining + a non-linear probe per block) as a DVC experiment,
+    then compare it with the 4-block, 4-rotation baseline in a table."""
+    import subprocess
+
+    from rotnet.config import Config
+    from rotnet.pipeline import BASELINE_VARIANT, parse_variant, stage_config
+    from rotnet.report import ablation_table
+
+    variant = f"b{blocks}-r{rotations}"
+    parse_variant(variant)  # a variant that does not exist: exit 2 before DVC starts
+    if not Path("ablation/dvc.yaml").exists():
+        raise RotnetError("run `rotnet ablate` from the project root (ablation/dvc.yaml not found)")
+    config: Config = stage_config()
+    baseline = [f"pretrain@{BASELINE_VARIANT}"] + [
+        f"probe@{BASELINE_VARIANT}-block{b}" for b in range(1, 5)]
+    command = ["dvc", "exp", "run", "-S", f"ablation.blocks={blocks}",
+               "-S", f"ablation.rotations='{rotations}'", "ablation/dvc.yaml", *baseline]
+    if queue:
+        command.insert(3, "--queue")
+    console.print("$ " + " ".join(command))
+    if subprocess.run(command).returncode != 0:
+        raise RotnetError("the DVC experiment failed (see its output above)")
+    if queue:
+        return
+    Console().print(ablation_table(config.profile, config.data.dataset, variant, BASELINE_VARIANT))
+
+
 @app.command("params")
 def params_command(
     profile: str = typer.Option("paper", "--profile", help="paper, quick or smoke."),
@@ -238,6 +291,66 @@ def params_command(
         console.print(f"wrote the {profile} profile to {out}")
     else:
         sys.stdout.write(text)
+
+
+@app.command()
+def tune(
+    checkpoint: Optional[Path] = typer.Argument(None, help="The pretraining checkpoint.pt whose "
+                                                "block --block the probe reads (target probe)."),
+    block: int = typer.Option(2, "--block", help="Which block the non-linear probe classifies."),
+    trials: int = typer.Option(20, "--trials", help="Trials to add to the study (a rerun resumes it)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: from the "
+                                        "checkpoint's variant, the block and the profile)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage, e.g. "
+                                          "sqlite:////abs/optuna.db (default <project>/optuna.db)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler."),
+    target: str = typer.Option("probe", "--target", help="probe (the non-linear probe's optimiser) "
+                               "or pretrain (pretraining's, scored by validation rotation accuracy)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of the TRAINING set held "
+                                       "out per class for validation (the test set is never used)."),
+    min_epochs: Optional[int] = typer.Option(None, "--min-epochs", help="Fewest epochs a trial may "
+                                             "train (default: a quarter of the profile's)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Most epochs a trial may "
+                                             "train (default: the profile's)."),
+    write_params: Optional[Path] = typer.Option(None, "--write-params", help="Write the best values "
+                                                "into this params.yaml's <target>.optim section."),
+    dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
+    device: Optional[str] = DeviceOpt, profile: Optional[str] = ProfileOpt,
+    params: Optional[Path] = ParamsOpt, set_: Optional[list[str]] = SetOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="Where trial runs go (default "
+                                       "<project>/outputs/tune/<study>/trial-NNNN)."),
+    track: bool = TrackOpt,
+):
+    """Tune lr, weight decay and epochs (milestones at 50/75/90% of them) with Optuna, on a
+    validation split of the training set; prints the best trial and a `dvc exp run` line."""
+    from rotnet import tune as tuning
+
+    if target == "probe" and checkpoint is not None and not checkpoint.is_file():
+        raise RotnetError(f"checkpoint not found: {checkpoint}")
+    config = build_config(params, profile or (_checkpoint_profile(checkpoint) if checkpoint else None),
+                          set_, common(dataset, data_root, None, device))
+
+    def on_trial(trial) -> None:
+        value = f"{trial.value:.2f}%" if trial.value is not None else "-"
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in trial.params.items())
+        console.print(f"trial {trial.number}: {trial.state.name.lower()} {value}  {shown}",
+                      highlight=False)
+
+    result = tuning.tune(config, checkpoint, target=target, block=block, n_trials=trials,
+                         study_name=study, storage=storage, seed=seed, val_fraction=val_fraction,
+                         min_epochs=min_epochs, max_epochs=max_epochs, out_dir=out,
+                         tracker=None if track else tracker_for(False), on_trial=on_trial)
+    best = tuning.best_values(result.best_params)
+    console.print(f"study {result.study_name!r} ({result.n_trials} trials: {result.n_complete} "
+                  f"complete, {result.n_pruned} pruned) in {result.storage}", highlight=False)
+    print(f"best trial {result.best_number}: validation accuracy {result.best_value:.2f}%  "
+          + "  ".join(f"{k}={v}" for k, v in best.items()))
+    if write_params:
+        tuning.write_params(write_params, result.target, result.best_params)
+        console.print(f"wrote the best {result.target}.optim values to {write_params}")
+    else:
+        print(tuning.dvc_command(result.target, result.best_params))
 
 
 @app.command()

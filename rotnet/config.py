@@ -106,6 +106,14 @@ class SnapshotConfig:
 
 
 @dataclass
+class AblationConfig:
+    """`rotnet ablate`: one more variant run through DVC (pretraining + a probe per block)."""
+
+    blocks: int = 4
+    rotations: str = "8"
+
+
+@dataclass
 class Config:
     profile: str = "paper"
     data: DataConfig = field(default_factory=DataConfig)
@@ -119,6 +127,7 @@ class Config:
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     semisup: SemisupConfig = field(default_factory=SemisupConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
@@ -145,6 +154,11 @@ class Config:
               f"pretrain.blocks must be one of 3, 4, 5 (got {self.pretrain.blocks})")
         check(self.supervised.blocks in BLOCK_CHOICES,
               f"supervised.blocks must be one of 3, 4, 5 (got {self.supervised.blocks})")
+        check(self.ablation.blocks in BLOCK_CHOICES,
+              f"ablation.blocks must be one of 3, 4, 5 (got {self.ablation.blocks})")
+        check(self.ablation.rotations in ROTATION_SET_NAMES,
+              f"unsupported rotation set {self.ablation.rotations!r}; "
+              f"choose one of {', '.join(ROTATION_SET_NAMES)}")
         check(self.pretrain.rotations in ROTATION_SET_NAMES,
               f"unsupported rotation set {self.pretrain.rotations!r}; "
               f"choose one of {', '.join(ROTATION_SET_NAMES)}")

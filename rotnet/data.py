@@ -255,3 +255,31 @@ def _read_class_folders(folder: Path):
         images[i] = F.pil_to_tensor(image)
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return images, labels, classes
+
+
+def validation_split(data: ImageData, fraction: float = 0.1, seed: int = 0) -> ImageData:
+    """A class-stratified validation split carved out of the TRAINING set, for tuning.
+
+    Returns an ImageData whose train split is the rest of the training set and whose
+    "test" split is the held-out validation part, so the test set is never looked at.
+    Each class holds out round(n × fraction) images (at least one, unless it has only
+    one image); the choice is deterministic by `seed`. Normalisation is kept as is.
+    """
+    if not 0 < fraction < 1:
+        raise RotnetError(f"the validation fraction must be between 0 and 1 (got {fraction})")
+    if seed < 0:
+        raise RotnetError(f"seed must be non-negative, got {seed}")
+    labels = data.train_labels.numpy()
+    rng = np.random.default_rng([seed, 2])
+    is_val = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held_out = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
+        is_val[members[:held_out]] = True
+    if is_val.all() or not is_val.any():
+        raise RotnetError(f"cannot carve a {fraction:.0%} validation split out of "
+                          f"{len(labels)} training images")
+    val = torch.from_numpy(is_val)
+    return ImageData(f"{data.name}-val", data.train_images[~val], data.train_labels[~val],
+                     data.train_images[val], data.train_labels[val], data.classes, data.mean,
+                     data.std)

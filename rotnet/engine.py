@@ -29,6 +29,7 @@ from rotnet import checkpoint
 from rotnet.augment import apply_crop_flip, draw_crop_flip, normalize
 from rotnet.config import OptimConfig, RuntimeConfig
 from rotnet.data import ImageData
+from rotnet.distributed import check_batch, from_environment, join
 from rotnet.rotations import RotationSet, rotate_batch
 
 EVAL_BATCH = 500
@@ -64,6 +65,10 @@ class Runtime:
         name = config.device
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"
+        self.world = from_environment()
+        join(self.world, torch.device(name).type)
+        if self.world.enabled and name == "cuda":
+            name = f"cuda:{self.world.local_rank}"  # torchrun: one GPU per process
         self.device = torch.device(name)
         precision = config.precision
         if precision == "auto":
@@ -116,7 +121,8 @@ class DeviceData:
         self.train_labels = data.train_labels.to(device)
         self.test_images = data.test_images.to(device)
         self.test_labels = data.test_labels.to(device)
-        self.mean, self.std = data.mean, data.std
+        self.mean = torch.tensor(data.mean, dtype=torch.float32, device=device)
+        self.std = torch.tensor(data.std, dtype=torch.float32, device=device)
 
 
 def make_inputs(task: Task, images: torch.Tensor, labels: torch.Tensor, data: DeviceData,
@@ -146,6 +152,7 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
     # the whole epoch is smaller than one batch.
     steps = max(1, len(order) // batch)
     order = order.to(data.train_images.device, non_blocking=True)
+    world = runtime.world
 
     task.model.train()
     if task.frozen is not None:
@@ -155,8 +162,9 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
     seen = 0
     start = time.perf_counter()
     for step in range(steps):
-        index = order[step * batch:(step + 1) * batch]
-        images = apply_crop_flip(data.train_images[index], augment[step * batch:(step + 1) * batch])
+        lo, hi = world.share(step * batch, min((step + 1) * batch, len(order)))
+        index = order[lo:hi]
+        images = apply_crop_flip(data.train_images[index], augment[lo:hi])
         x, y = make_inputs(task, images, data.train_labels[index], data, runtime)
         with runtime.autocast():
             logits = forward(task, x)
@@ -172,6 +180,8 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
             rate = seen / (time.perf_counter() - start)
             hooks.on_step(epoch, step + 1, loss.item(), rate)
     elapsed = time.perf_counter() - start
+    loss_sum, correct, seen = world.sum(loss_sum, correct, torch.tensor(seen, device=runtime.device))
+    seen = int(seen.item())
     return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
             "images_per_s": seen / elapsed, "epoch_seconds": elapsed}
 
@@ -184,14 +194,16 @@ def evaluate(task: Task, data: DeviceData, runtime: Runtime) -> float:
         task.frozen.eval()
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     total = 0
-    for start in range(0, len(data.test_labels), EVAL_BATCH):
+    world = runtime.world
+    for start in range(world.rank * EVAL_BATCH, len(data.test_labels), EVAL_BATCH * world.world_size):
         images = data.test_images[start:start + EVAL_BATCH]
         x, y = make_inputs(task, images, data.test_labels[start:start + EVAL_BATCH], data, runtime)
         with runtime.autocast():
             logits = forward(task, x)
         correct += (logits.argmax(1) == y).sum()
         total += len(y)
-    return 100.0 * correct.item() / total
+    correct, total = world.sum(correct, torch.tensor(total, device=runtime.device))
+    return 100.0 * correct.item() / total.item()
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig):
@@ -217,15 +229,25 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
     if task.frozen is not None:
         runtime.prepare_module(task.frozen)
         task.frozen.requires_grad_(False)
+    check_batch(optim.batch_size, runtime.world)
     optimizer, scheduler = make_optimizer(task.model, optim)
     start_epoch, history, saved_extra = checkpoint.resume(
         ckpt_path, kind=task.kind, arch=task.arch, model=task.model,
         optimizer=optimizer, scheduler=scheduler)
     extra = {**saved_extra, **(extra or {})}
     model, frozen = task.model, task.frozen
-    compiled = Task(task.kind, runtime.maybe_compile(model),
+    trained = model
+    if runtime.world.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Gradients are averaged over ranks: the same step as one process on the global batch.
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        trained = DistributedDataParallel(model, device_ids=device_ids)
+    compiled = Task(task.kind, runtime.maybe_compile(trained),
                     runtime.maybe_compile(frozen) if frozen is not None else None,
                     task.rotations, task.arch)
+    # DDP's forward is a collective; ranks evaluate different shards, so evaluate unwrapped.
+    evaluated = Task(task.kind, model, frozen, task.rotations) if runtime.world.enabled else compiled
     device_data = DeviceData(data, runtime.device)
     pool = train_indices if train_indices is not None else torch.arange(len(data.train_labels))
     samples = optim.epoch_samples or len(pool)
@@ -235,14 +257,21 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
         lr = optimizer.param_groups[0]["lr"]
         metrics = train_one_epoch(compiled, device_data, optimizer, runtime, epoch, optim, pool, hooks)
         scheduler.step()
-        metrics.update(epoch=epoch + 1, lr=lr, test_acc=evaluate(compiled, device_data, runtime))
+        metrics.update(epoch=epoch + 1, lr=lr, test_acc=evaluate(evaluated, device_data, runtime))
         history.append(metrics)
-        checkpoint.save_checkpoint(ckpt_path, kind=task.kind, arch=task.arch, config=config,
-                                   model=model, optimizer=optimizer, scheduler=scheduler,
-                                   epoch=epoch + 1, history=history, extra=extra)
-        if snapshot_every and (epoch + 1) % snapshot_every == 0:
-            snapshot = out_dir / f"snapshot-epoch{epoch + 1:03d}.pt"
-            checkpoint.atomic_write(snapshot, lambda tmp: shutil.copyfile(ckpt_path, tmp))
-        if hooks.on_epoch_end:
-            hooks.on_epoch_end(metrics)
+        if runtime.world.is_main:  # one writer; every rank resumes from the same file
+            checkpoint.save_checkpoint(ckpt_path, kind=task.kind, arch=task.arch, config=config,
+                                       model=model, optimizer=optimizer, scheduler=scheduler,
+                                       epoch=epoch + 1, history=history, extra=extra)
+            if snapshot_every and (epoch + 1) % snapshot_every == 0:
+                snapshot = out_dir / f"snapshot-epoch{epoch + 1:03d}.pt"
+                checkpoint.atomic_write(snapshot, lambda tmp: shutil.copyfile(ckpt_path, tmp))
+            if hooks.on_epoch_end:
+                hooks.on_epoch_end(metrics)
+        runtime.world.barrier()
     return history
+
+
+class StopRun(Exception):
+    """Raised by a hook to stop a run early on purpose (e.g. a pruned tuning trial):
+    `experiments.execute` marks its MLflow run KILLED, not FAILED, and writes no metrics.json."""

@@ -19,7 +19,9 @@ from torch import nn
 from rotnet import checkpoint
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data
-from rotnet.engine import Hooks, Runtime, Task, fit
+from rotnet.distributed import check_batch
+from rotnet.distributed import from_environment as world_from_environment
+from rotnet.engine import Hooks, Runtime, StopRun, Task, fit
 from rotnet.errors import RotnetError
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
 from rotnet.rotations import rotation_set
@@ -58,13 +60,18 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             run_name: str, tags: dict, tracker: Tracker | None = None, hooks: Hooks | None = None,
             train_indices: torch.Tensor | None = None, snapshot_every: int = 0) -> RunResult:
     """Train `task` as a tracked, resumable run in `out_dir`."""
+    check_batch(optim.batch_size, world_from_environment())  # before joining a process group
+    runtime = Runtime(config.runtime)
     tracker = tracker if tracker is not None else Tracker()
+    if not runtime.world.is_main:  # under torchrun only rank 0 logs and writes results
+        tracker, hooks = NullTracker(), None
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
     resume_id = None
     if ckpt_path.exists():  # refuse a foreign checkpoint before anything is logged
         state = checkpoint.load_checkpoint(ckpt_path, kind=task.kind)
         checkpoint.check_arch(state, task.arch, ckpt_path)
+        checkpoint.check_config(state, config.to_dict(), ckpt_path)
         resume_id = state["extra"].get("run_id")
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     tags = {k: str(v) for k, v in {"kind": task.kind, "dataset": config.data.dataset,
@@ -79,7 +86,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             user_hooks.on_epoch_end(metrics)
 
     try:
-        history = fit(task, data, optim, Runtime(config.runtime), out_dir=out_dir,
+        history = fit(task, data, optim, runtime, out_dir=out_dir,
                       config=config.to_dict(), train_indices=train_indices,
                       snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
                       hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
@@ -90,10 +97,11 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
         tracker.log_metrics({"best_test_acc": best["test_acc"]}, step=best["epoch"])
         tracker.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
                           "checkpoint_sha256": metrics["checkpoint_sha256"]})
-        checkpoint.atomic_write_text(out_dir / METRICS_FILE, json.dumps(
-            {**metrics, "tags": tags}, indent=2, sort_keys=True) + "\n")
+        if runtime.world.is_main:
+            checkpoint.atomic_write_text(out_dir / METRICS_FILE, json.dumps(
+                {**metrics, "tags": tags}, indent=2, sort_keys=True) + "\n")
     except BaseException as err:
-        tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
         raise
     tracker.finish("FINISHED")
     return RunResult(run_id, out_dir, metrics, history)

@@ -12,6 +12,7 @@ import io
 from dataclasses import dataclass, field
 
 import matplotlib
+import matplotlib.style
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
@@ -45,8 +46,11 @@ def accuracy_plot(title: str, xlabel: str, lines: list[Line], *, flat: tuple[str
             ax.axhline(flat[1], color="black", linestyle="--", linewidth=1.2,
                        label=f"{flat[0]} ({flat[1]:.2f})")
         if not xs:
-            ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center",
-                    fontsize=13, color="0.4")
+            ax.text(0.5, 0.3, empty_note, transform=ax.transAxes, ha="center", va="center",
+                    fontsize=13, color="0.3", bbox={"facecolor": "white", "edgecolor": "0.6"})
+            ax.set_xticks([])  # no x values to show
+            if flat is None:
+                ax.set_yticks([])
         elif log_x:
             ax.set_xscale("log")
             ax.set_xticks(xs, labels=[f"{x:g}" for x in xs])  # the measured sizes, not 10^k
@@ -64,22 +68,24 @@ def accuracy_plot(title: str, xlabel: str, lines: list[Line], *, flat: tuple[str
 
 
 def figure5a(rotation: list[tuple[float, float]], probe: list[tuple[float, float]],
-             supervised: float | None, block: int = 2) -> bytes:
+             supervised: float | None, context: str = "", block: int = 2) -> bytes:
     """Paper Figure 5a: per pretraining snapshot, its rotation accuracy and the accuracy of a
     non-linear probe on its block-2 features; the supervised NIN as a flat line."""
     return accuracy_plot(
-        "Figure 5a: RotNet snapshots during pretraining", "pretraining epoch of the snapshot",
+        f"Figure 5a: RotNet snapshots during pretraining {context}".strip(),
+        "pretraining epoch of the snapshot",
         [Line("rotation prediction (snapshot)", rotation, {"color": "tab:orange"}),
          Line(f"non-linear probe on block {block}", probe, {"color": "tab:blue"})],
         flat=("supervised NIN", supervised) if supervised is not None else None,
         empty_note="no snapshot probe runs yet")
 
 
-def figure5b(rotnet_conv: list[tuple[float, float]], supervised: list[tuple[float, float]]) -> bytes:
+def figure5b(rotnet_conv: list[tuple[float, float]], supervised: list[tuple[float, float]],
+             context: str = "") -> bytes:
     """Paper Figure 5b: accuracy against labelled images per class, RotNet + conv (frozen
     block 2) against a supervised NIN trained on the same subset."""
     return accuracy_plot(
-        "Figure 5b: semi-supervised setting", "labelled training images per class (log scale)",
+        f"Figure 5b: semi-supervised setting {context}".strip(), "labelled training images per class (log scale)",
         [Line("RotNet + conv (block 2)", rotnet_conv, {"color": "tab:blue"}),
          Line("supervised NIN", supervised, {"color": "tab:red", "marker": "s"})],
         log_x=True, empty_note="no semi-supervised runs yet")

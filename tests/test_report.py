@@ -18,7 +18,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: str = PROFILE) -> str:
-    """A run as the experiments make it: tags, test_acc per epoch, then a final status."""
+    """A run as the experiments make it (in the module store: the `store` fixture sets
+    MLFLOW_TRACKING_URI for the whole module): tags, test_acc per epoch, then a final status."""
     time.sleep(0.005)  # distinct start times (milliseconds), so "most recent" is well defined
     tracker = Tracker()
     all_tags = {"dataset": DATASET, "profile": profile, "seed": "0", **tags}
@@ -43,6 +44,8 @@ def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
         mp.delenv(report.UI_ENV, raising=False)
+        with pytest.raises(RotnetError) as empty:  # before any run exists: an empty store
+            report.write_report(root / "empty", PROFILE, DATASET)
         ids = {
             "pretrain_b4r4": log_run({"kind": "pretrain", "variant": "b4-r4", "blocks": 4,
                                       "rotations": "4"}, [70.0, 90.5]),
@@ -74,7 +77,7 @@ def store(tmp_path_factory):
         }
         out = root / "reports"
         paths = report.write_report(out, PROFILE, DATASET)
-        yield {"ids": ids, "out": out, "paths": paths, "root": root,
+        yield {"ids": ids, "out": out, "paths": paths, "root": root, "empty_error": empty.value,
                "runs": json.loads((out / "runs.json").read_text())}
 
 
@@ -104,7 +107,7 @@ def test_tables_show_ours_paper_difference_and_run_link(store):
     assert "| RotNet + conv | 91.00 | 91.16 | -0.16 |" in table3
     assert "| RotNet + conv (fine-tuned) | 92.50 | 92.17 | +0.33 |" in table3
     assert "| RotNet + non-linear (fine-tuned) | — | 91.73 | — | — |" in table3
-    assert "| Exemplar CNN | 84.30 |" in table3
+    assert "| Exemplar CNN | 84.3 |" in table3
     for text in (table1, table2, table3):
         assert "profile: `quick`" in text and "final-epoch" in text
         assert "sqlite:///" in text and "Git commit" in text
@@ -163,8 +166,7 @@ def test_figures_are_png(store):
         assert b"Software" not in data  # no matplotlib version in the file
 
 
-def test_rewriting_gives_identical_bytes_and_leaves_files_alone(store, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store['root']}/mlflow.db")
+def test_rewriting_gives_identical_bytes_and_leaves_files_alone(store):
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in store["paths"]}
     again = report.write_report(store["out"], PROFILE, DATASET)
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in again} == before
@@ -172,10 +174,9 @@ def test_rewriting_gives_identical_bytes_and_leaves_files_alone(store, monkeypat
     assert {p.name: p.read_bytes() for p in fresh} == {k: v[0] for k, v in before.items()}
 
 
-def test_ablation_table_compares_with_the_baseline(store, monkeypatch):
+def test_ablation_table_compares_with_the_baseline(store):
     from rich.console import Console
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store['root']}/mlflow.db")
     console = Console(width=120, record=True)
     console.print(report.ablation_table(PROFILE, DATASET, "b4-r8"))
     text = console.export_text()
@@ -185,16 +186,18 @@ def test_ablation_table_compares_with_the_baseline(store, monkeypatch):
     assert "block 3" not in text  # b4-r8 has no block-3 probe
 
 
-def test_empty_store_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    with pytest.raises(RotnetError, match="no finished runs for profile quick on data set cifar10"):
-        report.write_report(tmp_path / "reports", PROFILE, DATASET)
-    assert not (tmp_path / "reports").exists()
+def test_empty_store_is_a_clear_error(store):
+    message = str(store["empty_error"])
+    assert "no finished runs for profile quick on data set cifar10 in sqlite:///" in message
+    assert "dvc repro" in message and not (store["root"] / "empty").exists()
+    with pytest.raises(RotnetError, match="no finished runs for profile paper"):
+        report.collect("paper", DATASET)  # runs exist, none of this profile
 
 
-def test_missing_figure_data_still_writes_a_figure(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    log_run({"kind": "supervised", "method": "supervised", "blocks": 3}, [92.0])
-    paths = {p.name: p for p in report.write_report(tmp_path / "reports", PROFILE, DATASET)}
-    assert paths["figure5b.png"].read_bytes().startswith(PNG_MAGIC)
-    assert "No runs yet: figure5b.png" in paths["figures.md"].read_text()
+def test_missing_figure_data_still_writes_a_figure(store, tmp_path):
+    # the smoke profile has one probe run: tables mostly "—", no figure points at all
+    paths = {p.name: p for p in report.write_report(tmp_path, "smoke", DATASET)}
+    assert "11.11 / 85.45 (-74.34)" in paths["table1.md"].read_text()
+    for name in ("figure5a.png", "figure5b.png"):
+        assert paths[name].read_bytes().startswith(PNG_MAGIC)
+        assert f"No runs yet for this figure: {name}" in paths["figures.md"].read_text()

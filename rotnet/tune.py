@@ -1,0 +1,340 @@
+"""`rotnet tune`: an Optuna study over the probe's (or pretraining's) optimiser settings.
+
+What is tuned (the "search space", stored as the study's user attribute `definition`):
+learning rate and weight decay (log-uniform) and the number of epochs (an integer); the
+step schedule follows the epochs: milestones at 50%, 75% and 90% of them
+(`scaled_milestones`, e.g. 100 epochs -> [50, 75, 90], 3 -> [1, 2], 1 -> []).
+
+- Objective: the final-epoch accuracy on a class-stratified VALIDATION split carved out of
+  the training set (`rotnet.data.validation_split`); the test set is never loaded into a trial.
+- Storage: an Optuna RDB storage, by default sqlite at `<project_root>/optuna.db` (a
+  relative sqlite path is made absolute). Rerunning with the same study name resumes it
+  and adds `n_trials` more; a study of that name with a different definition is refused.
+- Sampler: TPESampler seeded with `seed + <trials already in the study>`, so a resumed
+  study does not replay the random start-up draws of its first call.
+- Pruning: MedianPruner on the per-epoch validation accuracy (reported from the engine's
+  `Hooks.on_epoch_end`); a pruned trial raises `engine.StopRun`, which `execute` turns into
+  a KILLED MLflow run, tagged `pruned=true`.
+- Tracking: MLflow experiment `rotnet-tune` (kept out of the `rotnet` experiment that the
+  report reads): one study run, every trial a nested run (tag `mlflow.parentRunId`); the
+  study run gets the best value (metric `best_value`) and params (tags `best.*`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from rotnet.config import Config, OptimConfig
+from rotnet.errors import RotnetError
+from rotnet.tracking import NullTracker, Tracker, flatten, project_root
+
+TARGETS = ("probe", "pretrain")
+TUNE_EXPERIMENT = "rotnet-tune"
+MILESTONE_FRACTIONS = (0.5, 0.75, 0.9)
+LR_RANGE = (1e-3, 0.3)
+WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
+DEFINITION_ATTR = "definition"
+RUN_ATTR = "mlflow_run_id"
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    study_run_id: str
+    target: str
+    best_number: int
+    best_value: float  # validation accuracy (%), final epoch
+    best_params: dict  # lr, weight_decay, epochs, milestones
+    n_trials: int  # trials in the study, all states
+    n_complete: int
+    n_pruned: int
+
+
+def scaled_milestones(epochs: int) -> list[int]:
+    """LR steps at 50%/75%/90% of the epochs (floored, duplicates and epoch 0 dropped)."""
+    return sorted({int(epochs * f) for f in MILESTONE_FRACTIONS} - {0})
+
+
+def resolve_storage(storage: str | None) -> str:
+    """An Optuna storage URL; sqlite paths (or a bare file path) made absolute."""
+    if not storage:
+        return f"sqlite:///{project_root() / 'optuna.db'}"
+    if "://" not in storage:
+        path = Path(storage).expanduser().resolve()
+    elif storage.startswith("sqlite:///"):
+        path = Path(storage[len("sqlite:///"):]).expanduser()
+        path = path if path.is_absolute() else path.resolve()
+    else:
+        return storage  # postgresql://, mysql://: used as given
+    if not path.parent.is_dir():
+        raise RotnetError(f"the directory of the Optuna storage {path} does not exist")
+    return f"sqlite:///{path}"
+
+
+def search_space(target: str, epochs_range: tuple[int, int]) -> dict:
+    return {"section": f"{target}.optim",
+            "lr": {"distribution": "log-uniform", "low": LR_RANGE[0], "high": LR_RANGE[1]},
+            "weight_decay": {"distribution": "log-uniform", "low": WEIGHT_DECAY_RANGE[0],
+                             "high": WEIGHT_DECAY_RANGE[1]},
+            "epochs": {"distribution": "int", "low": epochs_range[0], "high": epochs_range[1]},
+            "milestones": {"fractions_of_epochs": list(MILESTONE_FRACTIONS)}}
+
+
+def trial_optim(base: OptimConfig, params: dict) -> OptimConfig:
+    return replace(base, lr=float(params["lr"]), weight_decay=float(params["weight_decay"]),
+                   epochs=int(params["epochs"]), milestones=scaled_milestones(int(params["epochs"])))
+
+
+def dvc_command(target: str, params: dict) -> str:
+    """A ready-to-paste `dvc exp run -S ...` line with the best values."""
+    optim = trial_optim(OptimConfig(), params)
+    values = {"lr": f"{optim.lr:.6g}", "weight_decay": f"{optim.weight_decay:.6g}",
+              "epochs": str(optim.epochs), "milestones": json.dumps(optim.milestones).replace(" ", "")}
+    parts = ["dvc", "exp", "run"]
+    for key, value in values.items():
+        parts += ["-S", shlex.quote(f"{target}.optim.{key}={value}")]
+    return " ".join(parts)
+
+
+def best_values(params: dict) -> dict:
+    """The best trial's values as written to params.yaml / the dvc line (rounded to 6 digits)."""
+    optim = trial_optim(OptimConfig(), params)
+    return {"lr": float(f"{optim.lr:.6g}"), "weight_decay": float(f"{optim.weight_decay:.6g}"),
+            "epochs": optim.epochs, "milestones": optim.milestones}
+
+
+def write_params(path: str | Path, target: str, params: dict) -> None:
+    """Write the best values into `<target>.optim` of a params.yaml, atomically, keeping the
+    rest of the file (comments too, through ruamel.yaml's round trip); validated first."""
+    import io
+
+    import yaml
+
+    from rotnet.checkpoint import atomic_write_text
+
+    path = Path(path)
+    if not path.is_file():
+        raise RotnetError(f"params file not found: {path}")
+    values = best_values(params)
+    text = path.read_text()
+    try:
+        from ruamel.yaml import YAML
+
+        rt = YAML()
+        rt.preserve_quotes = True
+        rt.width = 100
+        doc = rt.load(text) or {}
+        section = doc.setdefault(target, {}).setdefault("optim", {})
+        for key, value in values.items():
+            section[key] = value
+        buffer = io.StringIO()
+        rt.dump(doc, buffer)
+        new_text = buffer.getvalue()
+    except ImportError:  # plain PyYAML: the values are kept, the comments are not
+        doc = yaml.safe_load(text) or {}
+        doc.setdefault(target, {}).setdefault("optim", {}).update(values)
+        new_text = yaml.safe_dump(doc, sort_keys=False)
+    except Exception as err:
+        raise RotnetError(f"cannot update {path}: {str(err).splitlines()[0]}") from None
+    Config.from_dict(yaml.safe_load(new_text))  # never write a params file the pipeline rejects
+    atomic_write_text(path, new_text)
+
+
+class _TrialTracker(Tracker):
+    """A Tracker whose runs are nested under the study run (sharing its MLflow client)."""
+
+    def __init__(self, parent: Tracker, tags: dict):
+        super().__init__(parent.experiment, tags={**parent.tags, **tags})
+        self._client = parent._client
+        self.parent_run_id = parent.run_id
+
+    def start(self, run_name, params, tags, resume_run_id=None, parent_run_id=None) -> str:
+        return super().start(run_name, params, tags, resume_run_id=resume_run_id,
+                             parent_run_id=parent_run_id or self.parent_run_id)
+
+
+def _check_request(target: str, n_trials: int, epochs_range: tuple[int, int]) -> None:
+    if target not in TARGETS:
+        raise RotnetError(f"unknown tuning target {target!r}; choose one of {', '.join(TARGETS)}")
+    if n_trials < 1:
+        raise RotnetError(f"the number of trials must be at least 1 (got {n_trials})")
+    low, high = epochs_range
+    if low < 1 or high < low:
+        raise RotnetError(f"the epoch range must satisfy 1 <= min <= max (got {low}..{high})")
+
+
+def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = "probe",
+         block: int = 2, n_trials: int = 20, study_name: str | None = None,
+         storage: str | None = None, seed: int = 0, val_fraction: float = 0.1,
+         min_epochs: int | None = None, max_epochs: int | None = None,
+         out_dir: str | Path | None = None, pruner=None, tracker: Tracker | None = None,
+         on_trial: Callable[[object], None] | None = None) -> TuneResult:
+    """Run (or resume) a study and return its best trial. Bad input is a RotnetError raised
+    before the study, any MLflow run or any output exists."""
+    import optuna
+
+    from rotnet import experiments
+    from rotnet.data import validation_split
+    from rotnet.engine import Hooks, StopRun
+
+    base_optim = config.probe.optim if target == "probe" else config.pretrain.optim
+    base_epochs = base_optim.epochs if target in TARGETS else 1
+    epochs_range = (min_epochs or max(1, base_epochs // 4), max_epochs or base_epochs)
+    _check_request(target, n_trials, epochs_range)
+
+    # Everything a trial needs, loaded (and checked) before the study is touched.
+    backbone = None
+    if target == "probe":
+        if checkpoint is None:
+            raise RotnetError("tuning the probe needs a pretraining checkpoint")
+        backbone = experiments.load_backbone(checkpoint)
+        n_blocks = len(backbone.module.blocks)
+        if not 1 <= block <= n_blocks:
+            raise RotnetError(f"cannot probe block {block}: the checkpoint has {n_blocks} blocks")
+    data = experiments.load_dataset(config)
+    if backbone is not None and backbone.module.blocks[0][0].in_channels != data.channels:
+        raise RotnetError(f"{checkpoint} takes {backbone.module.blocks[0][0].in_channels}-channel "
+                          f"images, data set {data.name!r} has {data.channels}")
+    val_data = validation_split(data, val_fraction, config.runtime.seed)
+    del data  # the test split goes no further
+
+    space = search_space(target, epochs_range)
+    objective_def = {"target": target, "metric": "final-epoch validation accuracy (%)",
+                     "dataset": config.data.dataset, "profile": config.profile,
+                     "train_size": config.data.train_size, "val_fraction": val_fraction,
+                     "split_seed": config.runtime.seed}
+    if target == "probe":
+        objective_def.update(block=block, probe_kind="nonlinear",
+                             checkpoint_sha256=backbone.lineage["pretrain_checkpoint_sha256"])
+        default_name = f"probe-{backbone.lineage['variant'] or 'backbone'}-block{block}-{config.profile}"
+    else:
+        default_name = (f"pretrain-{experiments.variant_name(config.pretrain.blocks, config.pretrain.rotations)}"
+                        f"-{config.profile}")
+    definition = {"search_space": space, "objective": objective_def}
+    study_name = study_name or default_name
+    storage_url = resolve_storage(storage)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        rdb = optuna.storages.RDBStorage(storage_url)
+    except Exception as err:
+        raise RotnetError(f"cannot open the Optuna storage {storage_url}: "
+                          f"{str(err).splitlines()[0][:200]}") from None
+    existing_trials, study_run_id = 0, None
+    try:
+        study_id = rdb.get_study_id_from_name(study_name)
+    except KeyError:
+        study_id = None
+    if study_id is not None:
+        stored = rdb.get_study_user_attrs(study_id).get(DEFINITION_ATTR)
+        if stored != json.loads(json.dumps(definition)):
+            changed = _differences(stored or {}, definition)
+            raise RotnetError(f"study {study_name!r} in {storage_url} was created with a different "
+                              f"search space or objective ({', '.join(changed) or 'none stored'}); "
+                              f"use another --study name")
+        existing_trials = len(rdb.get_all_trials(study_id, deepcopy=False))
+        study_run_id = rdb.get_study_user_attrs(study_id).get(RUN_ATTR)
+
+    study = optuna.create_study(
+        study_name=study_name, storage=rdb, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed + existing_trials),
+        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    study.set_user_attr(DEFINITION_ATTR, definition)
+
+    study_tracker = tracker if tracker is not None else Tracker(TUNE_EXPERIMENT)
+    run_id = study_tracker.start(
+        f"tune-{study_name}", flatten({"tune": definition, "sampler_seed": seed}),
+        {"kind": "tune", "optuna.study": study_name, "optuna.storage": storage_url,
+         "target": target, "profile": config.profile, "dataset": config.data.dataset},
+        resume_run_id=study_run_id)
+    if run_id:
+        study.set_user_attr(RUN_ATTR, run_id)
+    trials_root = Path(out_dir) if out_dir else project_root() / "outputs" / "tune"
+    trials_root = trials_root / re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)
+
+    def objective(trial) -> float:
+        params = {"lr": trial.suggest_float("lr", *LR_RANGE, log=True),
+                  "weight_decay": trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True),
+                  "epochs": trial.suggest_int("epochs", *epochs_range)}
+        optim = trial_optim(base_optim, params)
+        trial.set_user_attr("milestones", optim.milestones)
+        if target == "probe":
+            trial_config = replace(config, probe=replace(config.probe, optim=optim))
+        else:
+            trial_config = replace(config, pretrain=replace(config.pretrain, optim=optim))
+
+        def on_epoch_end(metrics: dict) -> None:
+            trial.report(metrics["test_acc"], metrics["epoch"])  # validation accuracy here
+            if trial.should_prune():
+                raise StopRun(f"trial {trial.number} pruned at epoch {metrics['epoch']}")
+
+        trial_dir = trials_root / f"trial-{trial.number:04d}"
+        shutil.rmtree(trial_dir, ignore_errors=True)  # a new trial number is a new run
+        trial_tracker = _TrialTracker(study_tracker, {"optuna.study": study_name,
+                                                      "optuna.trial": str(trial.number),
+                                                      "split": "validation"})
+        if isinstance(study_tracker, NullTracker):
+            trial_tracker = study_tracker  # tracking off: nothing to nest
+        hooks = Hooks(on_epoch_end=on_epoch_end)
+        try:
+            if target == "probe":
+                result = experiments.probe(trial_config, backbone, kind="nonlinear", block=block,
+                                           optim=optim, out_dir=trial_dir, tracker=trial_tracker,
+                                           hooks=hooks, data=val_data,
+                                           extra_tags={"optuna.trial": trial.number})
+            else:
+                result = experiments.pretrain(trial_config, trial_dir, tracker=trial_tracker,
+                                              hooks=hooks, data=val_data)
+        except StopRun:
+            trial_tracker.set_tags({"pruned": "true"})
+            raise optuna.TrialPruned() from None
+        finally:
+            if trial_tracker.run_id:
+                trial.set_user_attr(RUN_ATTR, trial_tracker.run_id)
+        trial_tracker.set_tags({"pruned": "false"})
+        return float(result.metrics["test_acc"])
+
+    callbacks = [lambda _study, trial: on_trial(trial)] if on_trial else []
+    try:
+        study.optimize(objective, n_trials=n_trials, callbacks=callbacks, gc_after_trial=True)
+    except BaseException as err:
+        study_tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    if not complete:
+        study_tracker.finish("FAILED")
+        raise RotnetError(f"study {study_name!r} has no completed trial yet (all {len(trials)} "
+                          f"pruned or failed); run more trials")
+    best = study.best_trial
+    best_params = {**best.params, "milestones": scaled_milestones(int(best.params["epochs"]))}
+    study_tracker.log_metrics({"best_value": best.value, "n_trials": len(trials),
+                               "n_complete": len(complete), "n_pruned": len(pruned)},
+                              step=len(trials))
+    study_tracker.set_tags({"best.trial": best.number, "best.value": f"{best.value:.4f}",
+                            "best.run_id": best.user_attrs.get(RUN_ATTR, ""),
+                            **{f"best.{k}": v for k, v in best_params.items()},
+                            "best.dvc_command": dvc_command(target, best_params)})
+    study_tracker.finish("FINISHED")
+    return TuneResult(study_name, storage_url, run_id or "", target, best.number, float(best.value),
+                      best_params, len(trials), len(complete), len(pruned))
+
+
+def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    out = []
+    for key in sorted(set(stored) | set(wanted), key=str):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif json.dumps(a) != json.dumps(b):
+            out.append(f"{prefix}{key}")
+    return out

@@ -1,0 +1,175 @@
+"""Shared fixtures: small configs on the generated data set, a throw-away MLflow store,
+and helpers to run the `rotnet` console script.
+
+Every test that may touch MLflow gets a sqlite store under its tmp_path (never the
+project's `mlflow.db`). Creating a sqlite store runs MLflow's migrations, which takes
+seconds, so one empty store is made per session and copied for each test.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# One intra-op thread by default: the CI machine has 2 cores, and with other processes on
+# them (a subprocess CLI run, a parallel job) two spinning OpenMP threads per process are
+# many times slower than one. ROTNET_TEST_THREADS=2 on an idle machine.
+THREADS = int(os.environ.get("ROTNET_TEST_THREADS", "1"))
+torch.set_num_threads(THREADS)
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ROTNET = BIN / "rotnet"
+
+# The smoke profile cut further: a few seconds per pretraining on a CPU.
+TINY = {
+    "profile": "smoke",
+    "data": {"train_size": 64, "test_size": 32},
+    "pretrain": {"width": 0.125, "snapshot_every": 0,
+                 "optim": {"epochs": 2, "batch_size": 16, "milestones": [1]}},
+    "probe": {"optim": {"epochs": 1, "batch_size": 16}},
+    "conv_probe": {"optim": {"epochs": 1, "batch_size": 16}},
+    "finetune": {"epochs": 1, "batch_size": 16},
+    "supervised": {"optim": {"epochs": 1, "batch_size": 16}},
+    "runtime": {"log_every": 1000},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def tiny_config(overrides: dict | None = None):
+    """The TINY config with `overrides` merged in."""
+    from rotnet.config import Config
+
+    return Config.from_dict(merge(TINY, overrides or {}))
+
+
+def pytest_configure(config):
+    # MLflow's sqlite store triggers this SQLAlchemy deprecation on every first use.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")
+
+
+@pytest.fixture
+def make_config():
+    return tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_global_state():
+    """`Runtime(deterministic=True)` switches torch's deterministic mode on for the process;
+    put it back so one test's setting does not leak into the next."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+@pytest.fixture(autouse=True)
+def _never_the_project_store(tmp_path_factory, monkeypatch):
+    """A test that forgets `tracking_store` must not log into the project's store. (A store
+    a module fixture has already set up is left alone.)"""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        guard = tmp_path_factory.getbasetemp() / "unexpected-mlflow.db"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{guard}")
+
+
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory) -> Path:
+    """A sqlite file with MLflow's tables and the `rotnet` experiment, no runs."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+        from rotnet.tracking import Tracker
+
+        Tracker().client  # creates the tables and the experiment
+    return path
+
+
+class Store:
+    """A throw-away MLflow store and a few queries on it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.uri = f"sqlite:///{path}"
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.uri)
+
+    def runs(self) -> list:
+        client = self.client()
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        return list(client.search_runs(experiments, max_results=1000)) if experiments else []
+
+    def run(self, run_id: str):
+        return self.client().get_run(run_id)
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in self.client().get_metric_history(run_id, key))
+
+
+@pytest.fixture
+def tracking_store(_empty_store, tmp_path, monkeypatch) -> Store:
+    """MLFLOW_TRACKING_URI=sqlite:///<tmp_path>/mlflow.db, an empty store."""
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(_empty_store, path)
+    store = Store(path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    return store
+
+
+def cli_env(store: Store | None = None, **extra) -> dict:
+    """The environment of a `rotnet` child process: a tmp store (or an unused tmp path),
+    one thread, no telemetry."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+           "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
+           "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra}
+    if store is not None:
+        env["MLFLOW_TRACKING_URI"] = store.uri
+    return env
+
+
+def run_rotnet(args: list[str], cwd: Path, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    return subprocess.run([str(ROTNET), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """The TINY config's data set (generated, 64 train / 32 test images)."""
+    from rotnet.experiments import load_dataset
+
+    return load_dataset(tiny_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory, tiny_data) -> Path:
+    """A 2-epoch, 4-block RotNet pretraining checkpoint (untracked). Read it; do not write
+    next to it (copy it first)."""
+    from rotnet import experiments
+    from rotnet.tracking import NullTracker
+
+    out = tmp_path_factory.mktemp("tiny-pretrain")
+    experiments.pretrain(tiny_config(), out, tracker=NullTracker(), data=tiny_data)
+    return out / "checkpoint.pt"

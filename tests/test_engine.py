@@ -1,0 +1,160 @@
+"""The training loop: determinism, resuming, schedule, hooks and the per-epoch sample order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rotnet import experiments
+from rotnet.engine import Hooks, epoch_generator, epoch_order
+from rotnet.tracking import NullTracker
+
+DETERMINISTIC = {"runtime": {"deterministic": True}}
+COMPARED = ("epoch", "lr", "train_loss", "train_acc", "test_acc")  # not the timings
+
+
+def metrics_of(history):
+    return [{k: m[k] for k in COMPARED} for m in history]
+
+
+def final_state(out_dir):
+    return torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_data):
+    """A deterministic 2-epoch tiny pretraining, seed 0."""
+    from conftest import tiny_config
+
+    out = tmp_path_factory.mktemp("reference")
+    calls = {"start": [], "epoch_end": [], "step": []}
+    hooks = Hooks(on_start=lambda *a: calls["start"].append(a),
+                  on_step=lambda *a: calls["step"].append(a),
+                  on_epoch_end=lambda m: calls["epoch_end"].append(dict(m)))
+    result = experiments.pretrain(tiny_config(DETERMINISTIC), out, tracker=NullTracker(),
+                                  hooks=hooks, data=tiny_data)
+    return out, result, calls
+
+
+def test_same_seed_gives_identical_runs(tmp_path, reference, make_config, tiny_data):
+    ref_dir, ref, _ = reference
+    again = experiments.pretrain(make_config(DETERMINISTIC), tmp_path / "again",
+                                 tracker=NullTracker(), data=tiny_data)
+    assert metrics_of(again.history) == metrics_of(ref.history)
+    assert again.metrics["test_acc"] == ref.metrics["test_acc"]
+    assert_same_weights(final_state(tmp_path / "again"), final_state(ref_dir))
+
+
+def test_different_seed_gives_a_different_run(tmp_path, reference, make_config, tiny_data):
+    ref_dir, ref, _ = reference
+    other = experiments.pretrain(make_config({**DETERMINISTIC, "runtime": {"deterministic": True,
+                                                                           "seed": 1}}),
+                                 tmp_path / "other", tracker=NullTracker(), data=tiny_data)
+    assert [m["train_loss"] for m in other.history] != [m["train_loss"] for m in ref.history]
+    a, b = final_state(tmp_path / "other"), final_state(ref_dir)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_history_has_one_entry_per_epoch_and_follows_the_schedule(reference):
+    _, result, _ = reference
+    history = result.history
+    assert [m["epoch"] for m in history] == [1, 2]
+    # TINY: lr 0.1, × 0.2 after epoch 1 (milestones [1]); lr is the one each epoch trained with.
+    assert [m["lr"] for m in history] == pytest.approx([0.1, 0.02])
+    for m in history:
+        assert m["train_loss"] > 0 and 0 <= m["train_acc"] <= 100 and 0 <= m["test_acc"] <= 100
+        # 32 test images × 4 rotations: accuracy is counted per rotated image
+        assert (m["test_acc"] * 128 / 100) == pytest.approx(round(m["test_acc"] * 128 / 100))
+    assert result.metrics["test_acc"] == history[-1]["test_acc"]
+    assert result.metrics["best_test_acc"] == max(m["test_acc"] for m in history)
+    assert result.metrics["epochs"] == 2
+
+
+def test_hooks_see_start_steps_and_epochs(reference):
+    _, result, calls = reference
+    # 64 images, batch 16: 4 steps per epoch; starting from epoch 0 of 2.
+    assert calls["start"] == [(0, 2, 4)]
+    assert [m["epoch"] for m in calls["epoch_end"]] == [1, 2]
+    assert [m["test_acc"] for m in calls["epoch_end"]] == [m["test_acc"] for m in result.history]
+    # log_every is larger than an epoch: one progress update, at each epoch's last step
+    assert [(epoch, step) for epoch, step, *_ in calls["step"]] == [(0, 4), (1, 4)]
+
+
+def test_crash_then_resume_equals_an_uninterrupted_run(tmp_path, reference, make_config,
+                                                       tiny_data):
+    """In-process: a run that dies after epoch 1 and is rerun ends where an uninterrupted
+    run ends (the SIGKILL version is in test_experiments)."""
+    ref_dir, ref, _ = reference
+    config = make_config(DETERMINISTIC)
+
+    def die_after_first_epoch(metrics):
+        if metrics["epoch"] == 1:
+            raise RuntimeError("simulated crash")
+
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        experiments.pretrain(config, out, tracker=NullTracker(),
+                             hooks=Hooks(on_epoch_end=die_after_first_epoch), data=tiny_data)
+    crashed = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert crashed["epoch"] == 1
+    assert not (out / "metrics.json").exists()
+
+    starts = []
+    resumed = experiments.pretrain(config, out, tracker=NullTracker(),
+                                   hooks=Hooks(on_start=lambda *a: starts.append(a)),
+                                   data=tiny_data)
+    assert starts == [(1, 2, 4)]  # it continued after epoch 1
+    assert resumed.history[0] == crashed["history"][0]  # epoch 1 is the saved one, timings too
+    assert metrics_of(resumed.history) == metrics_of(ref.history)
+    assert_same_weights(final_state(out), final_state(ref_dir))
+
+
+def test_rerunning_a_finished_run_trains_nothing_more(tmp_path, make_config, tiny_data):
+    config = make_config({"pretrain": {"optim": {"epochs": 1}}})
+    first = experiments.pretrain(config, tmp_path, tracker=NullTracker(), data=tiny_data)
+    weights = final_state(tmp_path)
+    starts = []
+    again = experiments.pretrain(config, tmp_path, tracker=NullTracker(), data=tiny_data,
+                                 hooks=Hooks(on_start=lambda *a: starts.append(a)))
+    assert starts == [(1, 1, 4)]
+    assert again.history == first.history
+    assert_same_weights(final_state(tmp_path), weights)
+
+
+def test_snapshots_are_kept_every_n_epochs(tmp_path, make_config, tiny_data):
+    config = make_config({"pretrain": {"snapshot_every": 1}})
+    experiments.pretrain(config, tmp_path, tracker=NullTracker(), data=tiny_data)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint.pt", "metrics.json", "snapshot-epoch001.pt",
+                     "snapshot-epoch002.pt"]
+    last = torch.load(tmp_path / "snapshot-epoch002.pt", weights_only=False)
+    assert last["epoch"] == 2
+    assert (tmp_path / "snapshot-epoch002.pt").read_bytes() == (tmp_path / "checkpoint.pt").read_bytes()
+    assert torch.load(tmp_path / "snapshot-epoch001.pt", weights_only=False)["epoch"] == 1
+
+
+def test_epoch_order_wraps_around_a_small_pool_as_whole_shuffles():
+    pool = torch.tensor([3, 8, 13, 21, 34])
+    order = epoch_order(pool, 12, epoch_generator(0, 0))
+    assert len(order) == 12
+    assert sorted(order[:5].tolist()) == sorted(pool.tolist())
+    assert sorted(order[5:10].tolist()) == sorted(pool.tolist())
+    assert set(order[10:].tolist()) <= set(pool.tolist()) and len(set(order[10:].tolist())) == 2
+    # one pass when the epoch is the pool
+    assert sorted(epoch_order(pool, 5, epoch_generator(0, 0)).tolist()) == sorted(pool.tolist())
+
+
+def test_epoch_randomness_depends_only_on_seed_and_epoch():
+    pool = torch.arange(100)
+    a = epoch_order(pool, 100, epoch_generator(0, 3))
+    torch.manual_seed(1234)  # the global RNG has no say
+    b = epoch_order(pool, 100, epoch_generator(0, 3))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, epoch_order(pool, 100, epoch_generator(0, 4)))
+    assert not torch.equal(a, epoch_order(pool, 100, epoch_generator(1, 3)))

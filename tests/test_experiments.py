@@ -1,0 +1,350 @@
+"""Experiments end to end: a killed run resumes to the same result, RotNet features beat
+random ones, probes freeze (or fine-tune) the backbone, and bad input fails cleanly."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from conftest import ROTNET, cli_env, run_rotnet
+from rotnet import checkpoint, experiments, studies
+from rotnet.errors import RotnetError
+from rotnet.models import NINClassifier
+from rotnet.tracking import NullTracker
+
+COMPARED = ("epoch", "lr", "train_loss", "train_acc", "test_acc")
+
+
+def metrics_of(history):
+    return [{k: m[k] for k in COMPARED} for m in history]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def snapshot_of(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def assert_nothing_finished(out_dir, store=None):
+    """No metrics.json (the file that says a run finished), and no run that looks finished."""
+    assert not (out_dir / "metrics.json").exists()
+    if store is not None:
+        assert all(r.info.status == "FAILED" for r in store.runs()), \
+            [(r.info.run_id, r.info.status) for r in store.runs()]
+
+
+# ---- kill -9 in the middle, rerun, compare with an uninterrupted run -------------------
+
+KILL_ARGS = ["pretrain", "--profile", "smoke", "--epochs", "4", "--no-track",
+             "--set", "runtime.deterministic=true", "--set", "data.train_size=128",
+             "--set", "data.test_size=64", "--set", "pretrain.optim.batch_size=16"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_run(tmp_path):
+    env = cli_env()
+    full_dir, killed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    popen = dict(cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Both start at once (one thread each, two cores).
+    full = subprocess.Popen([str(ROTNET), *KILL_ARGS, "--out", str(full_dir)], **popen)
+    victim = subprocess.Popen([str(ROTNET), *KILL_ARGS, "--out", str(killed_dir)], **popen)
+    try:
+        deadline = time.monotonic() + 300
+        # smoke keeps a snapshot every epoch; it is copied from checkpoint.pt after the save
+        while not (killed_dir / "snapshot-epoch002.pt").exists():
+            assert victim.poll() is None, f"finished before it could be killed:\n{victim.stderr.read()}"
+            assert time.monotonic() < deadline, "no second epoch within 300 s"
+            time.sleep(0.02)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.communicate(timeout=60)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.communicate()
+    assert victim.returncode == -signal.SIGKILL
+    interrupted = load(killed_dir / "checkpoint.pt")
+    assert 2 <= interrupted["epoch"] < 4, "the kill must land in the middle of the run"
+    assert not (killed_dir / "metrics.json").exists()
+
+    _, full_err = full.communicate(timeout=300)
+    assert full.returncode == 0, full_err
+
+    resumed = run_rotnet([*KILL_ARGS, "--out", killed_dir], tmp_path, env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+
+    full_metrics = json.loads((full_dir / "metrics.json").read_text())
+    resumed_metrics = json.loads((killed_dir / "metrics.json").read_text())
+    for key in ("test_acc", "best_test_acc", "best_epoch", "epochs"):
+        assert resumed_metrics[key] == full_metrics[key], key
+    assert resumed_metrics["epochs"] == 4
+
+    full_state, resumed_state = load(full_dir / "checkpoint.pt"), load(killed_dir / "checkpoint.pt")
+    assert resumed_state["epoch"] == full_state["epoch"] == 4
+    assert metrics_of(resumed_state["history"]) == metrics_of(full_state["history"])
+    # the epochs before the kill are the killed run's own, timings included: it resumed
+    # rather than started over
+    k = interrupted["epoch"]
+    assert resumed_state["history"][:k] == interrupted["history"][:k]
+    assert full_state["model"].keys() == resumed_state["model"].keys()
+    for key, value in full_state["model"].items():
+        assert torch.equal(resumed_state["model"][key], value), key
+    for pid, buffers in full_state["optimizer"]["state"].items():
+        other = resumed_state["optimizer"]["state"][pid]
+        assert torch.equal(other["momentum_buffer"], buffers["momentum_buffer"])
+    assert resumed_state["scheduler"] == full_state["scheduler"]
+
+
+# ---- the real signal: RotNet features beat random features ----------------------------
+
+SIGNAL = {
+    "data": {"train_size": 1000, "test_size": 500},
+    "runtime": {"seed": 0},
+    "pretrain": {"width": 0.125, "optim": {"epochs": 6, "batch_size": 32, "milestones": [5]}},
+    "probe": {"optim": {"epochs": 8, "batch_size": 64, "milestones": [6]}},
+}
+
+
+@pytest.mark.slow
+def test_probe_on_rotnet_block_2_beats_the_same_probe_on_a_random_backbone(tmp_path,
+                                                                           make_config):
+    config = make_config(SIGNAL)
+    data = experiments.load_dataset(config)
+    pre = experiments.pretrain(config, tmp_path / "pretrain", tracker=NullTracker(), data=data)
+    # The pretext was learned (chance is 25% over 500 × 4 rotated test images).
+    assert pre.metrics["test_acc"] >= 30, pre.history
+
+    rotnet = experiments.probe(config, experiments.load_backbone(tmp_path / "pretrain/checkpoint.pt"),
+                               block=2, out_dir=tmp_path / "rotnet", tracker=NullTracker(),
+                               data=data)
+    random = experiments.probe(config, experiments.random_backbone(config, data.channels),
+                               block=2, out_dir=tmp_path / "random", tracker=NullTracker(),
+                               data=data)
+    ours, theirs = rotnet.metrics["test_acc"], random.metrics["test_acc"]
+    assert ours >= theirs + 5, (f"RotNet block 2: {ours:.1f}%, random: {theirs:.1f}% "
+                                f"(histories {[m['test_acc'] for m in rotnet.history]} / "
+                                f"{[m['test_acc'] for m in random.history]})")
+    assert ours >= 20  # and well above chance (10 classes)
+
+
+# ---- frozen probes and fine-tuning ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["nonlinear", "conv"])
+def test_frozen_probe_leaves_the_backbone_unchanged(tmp_path, make_config, tiny_pretrained,
+                                                    tiny_data, kind):
+    backbone = experiments.load_backbone(tiny_pretrained)
+    before = snapshot_of(backbone.module)
+    result = experiments.probe(make_config(), backbone, kind=kind, block=2, out_dir=tmp_path,
+                               tracker=NullTracker(), data=tiny_data)
+    after = backbone.module.state_dict()
+    for key, value in before.items():  # weights and BatchNorm statistics (eval mode)
+        assert torch.equal(after[key], value), key
+    assert result.history and (tmp_path / "metrics.json").exists()
+    saved = load(tmp_path / "checkpoint.pt")
+    assert saved["kind"] == "probe"
+    # only the head is trained and saved; the backbone stays in the pretraining file
+    head = experiments.classifier_head(kind, backbone.module, 2, 3, 10, 0.125)
+    assert saved["model"].keys() == head.state_dict().keys()
+    assert all(not p.requires_grad for p in backbone.module.truncated(2).parameters())
+
+
+def test_fine_tuning_changes_the_backbone_weights(tmp_path, make_config, tiny_pretrained,
+                                                 tiny_data):
+    backbone = experiments.load_backbone(tiny_pretrained)
+    before = snapshot_of(backbone.module)
+    result = experiments.probe(make_config(), backbone, kind="nonlinear", block=2, finetune=True,
+                               out_dir=tmp_path, tracker=NullTracker(), data=tiny_data)
+    after = backbone.module.state_dict()
+    for block in (0, 1):  # the two blocks under the head were trained
+        conv = f"blocks.{block}.0.weight"
+        assert not torch.equal(after[conv], before[conv]), conv
+    for key in before:  # the blocks above the probed one are not part of the model
+        if key.startswith(("blocks.2.", "blocks.3.")):
+            assert torch.equal(after[key], before[key]), key
+    saved = load(tmp_path / "checkpoint.pt")
+    assert saved["kind"] == "finetune"
+    assert any(k.startswith("0.") for k in saved["model"])  # the trunk is part of what is saved
+    pretrained_weights = load(tiny_pretrained)["model"]
+    assert not torch.equal(saved["model"]["0.0.0.weight"],
+                           pretrained_weights["backbone.blocks.0.0.weight"])
+    assert result.metrics["epochs"] == 1
+
+
+def test_probe_lineage_points_at_the_pretraining(tmp_path, make_config, tiny_pretrained,
+                                                 tiny_data):
+    backbone = experiments.load_backbone(tiny_pretrained)
+    assert backbone.lineage["pretrain_checkpoint_sha256"] == checkpoint.file_sha256(tiny_pretrained)
+    assert backbone.lineage["blocks"] == 4 and backbone.lineage["variant"] == "b4-r4"
+    result = experiments.probe(make_config(), backbone, block=1, out_dir=tmp_path,
+                               tracker=NullTracker(), data=tiny_data)
+    tags = json.loads((tmp_path / "metrics.json").read_text())["tags"]
+    assert tags["pretrain_checkpoint_sha256"] == checkpoint.file_sha256(tiny_pretrained)
+    assert tags["block"] == "1" and tags["kind"] == "probe"
+    assert result.metrics["epochs"] == 1
+
+
+def test_random_backbone_is_seeded_and_not_the_pretraining_init(make_config):
+    config = make_config()
+    a = experiments.random_backbone(config, 3).module.state_dict()
+    b = experiments.random_backbone(config, 3).module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(config.runtime.seed)  # the init a pretraining with this seed starts from
+    init = NINClassifier(4, 4, 3, config.pretrain.width).backbone.state_dict()
+    assert not torch.equal(a["blocks.0.0.weight"], init["blocks.0.0.weight"])
+
+
+# ---- bad input: a RotnetError, and nothing that looks like a finished run ---------------
+
+
+def test_probing_block_5_of_a_4_block_checkpoint(tmp_path, make_config, tiny_pretrained,
+                                                 tiny_data, tracking_store):
+    backbone = experiments.load_backbone(tiny_pretrained)
+    with pytest.raises(RotnetError, match="block 5"):
+        experiments.probe(make_config(), backbone, block=5, out_dir=tmp_path / "out",
+                          data=tiny_data)
+    assert not (tmp_path / "out").exists()
+    assert tracking_store.runs() == []
+
+
+def test_unknown_probe_kind(tmp_path, make_config, tiny_pretrained, tiny_data, tracking_store):
+    backbone = experiments.load_backbone(tiny_pretrained)
+    with pytest.raises(RotnetError, match="linear-svm"):
+        experiments.probe(make_config(), backbone, kind="linear-svm", out_dir=tmp_path / "out",
+                          data=tiny_data)
+    with pytest.raises(RotnetError):
+        experiments.classifier_head("linear-svm", backbone.module, 2, 3, 10, 0.125)
+    assert not (tmp_path / "out").exists()
+    assert tracking_store.runs() == []
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(RotnetError, match="not found"):
+        experiments.load_backbone(tmp_path / "nope" / "checkpoint.pt")
+
+
+def test_a_file_that_is_not_a_rotnet_checkpoint(tmp_path):
+    weights = tmp_path / "resnet.pt"
+    torch.save(NINClassifier(4, 4, 3, 0.125).state_dict(), weights)
+    with pytest.raises(RotnetError, match="not a rotnet checkpoint"):
+        experiments.load_backbone(weights)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("definitely not a checkpoint\n")
+    with pytest.raises(RotnetError):
+        experiments.load_backbone(junk)
+
+
+def test_a_probe_checkpoint_is_not_a_backbone(tmp_path, make_config, tiny_pretrained, tiny_data):
+    experiments.probe(make_config(), experiments.load_backbone(tiny_pretrained), out_dir=tmp_path,
+                      tracker=NullTracker(), data=tiny_data)
+    with pytest.raises(RotnetError, match="pretrain"):
+        experiments.load_backbone(tmp_path / "checkpoint.pt")
+
+
+def test_backbone_for_other_input_channels(tiny_pretrained):
+    with pytest.raises(RotnetError, match="channel"):
+        experiments.load_backbone(tiny_pretrained, in_channels=1)
+
+
+def test_pretraining_into_a_directory_of_another_architecture(tmp_path, make_config, tiny_data,
+                                                              tiny_pretrained, tracking_store):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(tiny_pretrained, out / "checkpoint.pt")
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(RotnetError, match="blocks"):
+        experiments.pretrain(make_config({"pretrain": {"blocks": 5}}), out, data=tiny_data)
+    with pytest.raises(RotnetError, match="rotations"):
+        experiments.pretrain(make_config({"pretrain": {"rotations": "8"}}), out, data=tiny_data)
+    assert (out / "checkpoint.pt").read_bytes() == before  # untouched
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+    assert tracking_store.runs() == []
+
+
+def test_resuming_with_other_training_settings_is_refused(tmp_path, make_config, tiny_data,
+                                                          tiny_pretrained, tracking_store):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(tiny_pretrained, out / "checkpoint.pt")
+    with pytest.raises(RotnetError, match="lr"):
+        experiments.pretrain(make_config({"pretrain": {"optim": {"lr": 0.05}}}), out,
+                             data=tiny_data)
+    assert_nothing_finished(out, tracking_store)
+    assert tracking_store.runs() == []
+
+
+def test_probe_into_a_directory_of_another_backbone(tmp_path, make_config, tiny_pretrained,
+                                                    tiny_data, tracking_store):
+    config = make_config()
+    experiments.probe(config, experiments.load_backbone(tiny_pretrained), out_dir=tmp_path,
+                      tracker=NullTracker(), data=tiny_data)
+    (tmp_path / "metrics.json").unlink()
+    with pytest.raises(RotnetError, match="backbone"):
+        experiments.probe(config, experiments.random_backbone(config, 3), out_dir=tmp_path,
+                          data=tiny_data)
+    assert_nothing_finished(tmp_path, tracking_store)
+    assert tracking_store.runs() == []
+
+
+def test_label_subset_larger_than_a_class(tmp_path, make_config, tiny_pretrained,
+                                          tracking_store):
+    config = make_config({"semisup": {"per_class": [5, 1000]}})
+    with pytest.raises(RotnetError, match="1000"):
+        studies.write_subsets(config, tmp_path / "subsets")
+    assert not (tmp_path / "subsets" / "per_class_1000.json").exists()
+    with pytest.raises(RotnetError):
+        studies.semisup_run(config, "rotnet-conv", 1000, tmp_path / "subsets",
+                            backbone=experiments.load_backbone(tiny_pretrained),
+                            out_dir=tmp_path / "semisup")
+    assert not (tmp_path / "semisup").exists()
+    assert tracking_store.runs() == []
+
+
+def test_semisup_run_trains_on_the_subset_only(tmp_path, make_config, tiny_pretrained):
+    config = make_config({"semisup": {"per_class": [2],
+                                      "optim": {"epochs": 1, "batch_size": 10, "milestones": [],
+                                                "epoch_samples": 40}}})
+    (path,) = studies.write_subsets(config, tmp_path / "subsets")
+    backbone = experiments.load_backbone(tiny_pretrained)
+    result = studies.semisup_run(config, "rotnet-conv", 2, tmp_path / "subsets", backbone=backbone,
+                                 out_dir=tmp_path / "semisup", tracker=NullTracker())
+    tags = json.loads((result.out_dir / "metrics.json").read_text())["tags"]
+    assert tags["subset_per_class"] == "2" and tags["subset_size"] == "20"
+    assert tags["subset_file_sha256"] == checkpoint.file_sha256(path)
+    assert result.out_dir == tmp_path / "semisup" / "rotnet-conv-k2"
+    with pytest.raises(RotnetError, match="method"):
+        studies.semisup_run(config, "k-means", 2, tmp_path / "subsets", backbone=backbone,
+                            out_dir=tmp_path / "semisup", tracker=NullTracker())
+
+
+def test_read_result_needs_a_finished_run(tmp_path):
+    with pytest.raises(RotnetError, match="metrics.json"):
+        experiments.read_result(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_acc": 1.0}))
+    assert experiments.read_result(tmp_path) == {"test_acc": 1.0}
+
+
+def test_probe_epochs_follow_the_probe_schedule(tmp_path, make_config, tiny_pretrained, tiny_data):
+    config = make_config({"probe": {"optim": {"epochs": 2, "milestones": [1]}},
+                          "conv_probe": {"optim": {"epochs": 1}}})
+    backbone = experiments.load_backbone(tiny_pretrained)
+    result = experiments.probe(config, backbone, kind="nonlinear", out_dir=tmp_path / "nl",
+                               tracker=NullTracker(), data=tiny_data)
+    assert [m["lr"] for m in result.history] == pytest.approx([0.1, 0.02])
+    conv = experiments.probe(config, backbone, kind="conv", out_dir=tmp_path / "conv",
+                             tracker=NullTracker(), data=tiny_data)
+    assert len(conv.history) == 1
+    copied = copy.deepcopy(config.probe.optim)
+    copied.epochs = 1
+    own = experiments.probe(config, backbone, optim=copied, out_dir=tmp_path / "own",
+                            tracker=NullTracker(), data=tiny_data)
+    assert len(own.history) == 1

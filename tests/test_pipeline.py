@@ -1,0 +1,136 @@
+"""The DVC pipeline end to end on the smoke profile, in a throw-away copy of the repository:
+every table and figure exists, every table cell links to a finished MLflow run, a second
+`dvc repro` does nothing, and a probe parameter change reruns only what depends on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, cwd, env, check=True):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git + DVC copy of the working tree (tracked and untracked, not ignored files)."""
+    dest = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "ROTNET_HOME": str(dest),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}", "PYTHONPATH": str(dest)}
+    run([str(BIN / "rotnet"), "params", "--profile", "smoke", "--out", "params.yaml"], dest, env)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
+        run(cmd, dest, env)
+    return dest, env
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(project):
+    dest, env = project
+    run(["dvc", "repro"], dest, env)
+
+    reports = dest / "reports"
+    for name in ("table1.md", "table2.md", "table3.md", "figure5a.png", "figure5b.png"):
+        assert (reports / name).is_file() and (reports / name).stat().st_size > 0, name
+    for name in ("table1.md", "table2.md", "table3.md"):
+        assert "paper" in (reports / name).read_text().lower()
+
+    # Every table cell and figure point names a run that exists and finished.
+    cells = json.loads((reports / "runs.json").read_text())
+    run_ids = sorted({c["run_id"] for c in _walk(cells) if c.get("run_id")})
+    assert len(run_ids) >= 15
+    check = ("import sys, mlflow\n"
+             "c = mlflow.tracking.MlflowClient()\n"
+             "for rid in sys.argv[1:]:\n"
+             "    r = c.get_run(rid)\n"
+             "    assert r.info.status == 'FINISHED', (rid, r.info.status)\n"
+             "    assert r.data.tags['profile'] == 'smoke'\n")
+    run([sys.executable, "-c", check, *run_ids], dest, env)
+
+    # DVC metrics are readable.
+    metrics = run(["dvc", "metrics", "show", "--json"], dest, env).stdout
+    assert "test_acc" in metrics
+
+    # A second repro is a no-op.
+    again = run(["dvc", "repro"], dest, env)
+    assert "Running stage" not in again.stdout, again.stdout
+    status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], dest, env).stdout or "{}")
+    assert status == {}, status
+
+    # The report regenerates byte for byte from MLflow alone.
+    before = {p.name: p.read_bytes() for p in reports.iterdir() if p.is_file()}
+    run([str(BIN / "rotnet"), "report"], dest, env)
+    after = {p.name: p.read_bytes() for p in reports.iterdir() if p.is_file()}
+    assert before == after
+
+    # Changing a probe parameter invalidates the probes and what follows, not pretraining.
+    params = (dest / "params.yaml").read_text()
+    changed = params.replace("probe:\n  kind: nonlinear\n  block: 2\n  finetune: false\n  hidden: 200",
+                             "probe:\n  kind: nonlinear\n  block: 2\n  finetune: false\n  hidden: 100")
+    assert changed != params
+    (dest / "params.yaml").write_text(changed)
+    stale = set(json.loads(run(["dvc", "status", "--json", "dvc.yaml"], dest, env).stdout))
+    assert stale, "changing probe.hidden changed nothing"
+    assert all(s.startswith(("probe@", "snapshots", "table3@")) for s in stale), stale
+    assert not any(s.startswith(("pretrain@", "data", "semisup")) for s in stale), stale
+    (dest / "params.yaml").write_text(params)
+
+
+def test_bad_params_and_variants_exit_2(project, tmp_path):
+    dest, env = project
+    bad = dest / "bad-params"
+    bad.mkdir(exist_ok=True)
+    (bad / "params.yaml").write_text("profile: smoke\npretrain:\n  blockz: 4\n")
+    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b4-r4"], bad, env, check=False)
+    assert result.returncode == 2 and "blockz" in result.stderr
+    (bad / "params.yaml").write_text("profile: smoke\npretrain:\n  width: wide\n")
+    result = run([sys.executable, str(dest / "stages" / "data.py")], bad, env, check=False)
+    assert result.returncode == 2 and "pretrain.width" in result.stderr
+    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b7-r4"], dest, env, check=False)
+    assert result.returncode == 2 and "unknown variant" in result.stderr
+    result = run([str(BIN / "rotnet"), "ablate", "--rotations", "3"], dest, env, check=False)
+    assert result.returncode == 2 and "variant" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_before_any_run_exits_2(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    result = run([str(BIN / "rotnet"), "report", "--out", str(tmp_path / "reports"), "--profile",
+                  "smoke", "--dataset", "generated"], tmp_path, env, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "no finished runs" in result.stderr
+    assert not (tmp_path / "reports" / "table1.md").exists()
+
+
+def _walk(node):
+    """Every dict in a nested JSON structure."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)

@@ -1,0 +1,150 @@
+"""MLflow tracking of the experiments, in a throw-away sqlite store per test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from rotnet import checkpoint, engine, experiments, tracking
+from rotnet.errors import RotnetError
+from rotnet.tracking import flatten
+
+
+def git_head() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tracking.project_root(),
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+@pytest.fixture
+def pretrained(tmp_path, tracking_store, make_config, tiny_data):
+    """A tracked tiny pretraining (2 epochs)."""
+    config = make_config()
+    result = experiments.pretrain(config, tmp_path / "pretrain", data=tiny_data)
+    return config, result
+
+
+def test_uri_comes_from_the_environment(tracking_store):
+    assert tracking.tracking_uri() == tracking_store.uri
+
+
+def test_pretrain_creates_a_finished_run_with_params_tags_and_history(pretrained, tracking_store):
+    config, result = pretrained
+    runs = tracking_store.runs()
+    assert [r.info.run_id for r in runs] == [result.run_id]
+    run = tracking_store.run(result.run_id)
+    assert run.info.status == "FINISHED"
+
+    params = run.data.params
+    assert params["pretrain.blocks"] == "4"
+    assert params["pretrain.rotations"] == "4"
+    assert params["pretrain.optim.epochs"] == "2"
+    assert params["data.dataset"] == "generated"
+    assert params == flatten(config.to_dict())  # the whole config, flat
+
+    tags = run.data.tags
+    ckpt = result.out_dir / "checkpoint.pt"
+    assert tags["kind"] == "pretrain"
+    assert tags["dataset"] == "generated"
+    assert tags["variant"] == "b4-r4"
+    assert tags["profile"] == "smoke"
+    assert tags["git_commit"] == git_head()
+    assert tags["checkpoint_sha256"] == checkpoint.file_sha256(ckpt)
+    assert tags["checkpoint_sha256"] == result.metrics["checkpoint_sha256"]
+
+    history = tracking_store.history(result.run_id, "test_acc")
+    assert [step for step, _ in history] == [1, 2]  # one entry per epoch
+    assert [v for _, v in history] == pytest.approx([m["test_acc"] for m in result.history])
+    assert [s for s, _ in tracking_store.history(result.run_id, "train_loss")] == [1, 2]
+    assert tracking.metric_history(result.run_id, "test_acc") == history
+
+    written = json.loads((result.out_dir / "metrics.json").read_text())
+    assert written["run_id"] == result.run_id
+    assert written["test_acc"] == result.history[-1]["test_acc"]
+    assert written["checkpoint_sha256"] == tags["checkpoint_sha256"]
+
+
+def test_probe_run_records_its_pretraining_lineage(pretrained, tracking_store, tmp_path,
+                                                   tiny_data):
+    config, pre = pretrained
+    ckpt = pre.out_dir / "checkpoint.pt"
+    backbone = experiments.load_backbone(ckpt)
+    result = experiments.probe(config, backbone, block=2, out_dir=tmp_path / "probe",
+                               data=tiny_data)
+    run = tracking_store.run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert result.run_id != pre.run_id
+    tags = run.data.tags
+    assert tags["pretrain_run_id"] == pre.run_id
+    assert tags["pretrain_checkpoint_sha256"] == checkpoint.file_sha256(ckpt)
+    assert tags["pretrain_checkpoint_sha256"] == tracking_store.run(pre.run_id).data.tags[
+        "checkpoint_sha256"]
+    assert tags["kind"] == "probe" and tags["probe_kind"] == "nonlinear"
+    assert tags["block"] == "2" and tags["variant"] == "b4-r4"
+    assert tags["checkpoint_sha256"] == checkpoint.file_sha256(result.out_dir / "checkpoint.pt")
+    assert [s for s, _ in tracking_store.history(result.run_id, "test_acc")] == [1]
+
+
+def test_a_run_that_fails_mid_training_is_failed_and_resumes_into_the_same_run(
+        tmp_path, tracking_store, make_config, tiny_data, monkeypatch):
+    config = make_config({"pretrain": {"optim": {"epochs": 3}}})
+    out = tmp_path / "pretrain"
+    real_epoch = engine.train_one_epoch
+
+    def second_epoch_breaks(task, data, optimizer, runtime, epoch, *args, **kwargs):
+        if epoch == 1:
+            raise RuntimeError("out of memory (simulated)")
+        return real_epoch(task, data, optimizer, runtime, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", second_epoch_breaks)
+    with pytest.raises(RuntimeError, match="simulated"):
+        experiments.pretrain(config, out, data=tiny_data)
+    (failed,) = tracking_store.runs()
+    assert failed.info.status == "FAILED"
+    assert not (out / "metrics.json").exists()
+    assert checkpoint.load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    assert [s for s, _ in tracking_store.history(failed.info.run_id, "test_acc")] == [1]
+
+    monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
+    result = experiments.pretrain(config, out, data=tiny_data)
+    assert result.run_id == failed.info.run_id
+    assert [r.info.run_id for r in tracking_store.runs()] == [failed.info.run_id]
+    run = tracking_store.run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in tracking_store.history(result.run_id, "test_acc")] == [1, 2, 3]
+    assert run.data.tags["checkpoint_sha256"] == checkpoint.file_sha256(out / "checkpoint.pt")
+    assert json.loads((out / "metrics.json").read_text())["run_id"] == result.run_id
+
+
+def test_interrupt_marks_the_run_killed(tmp_path, tracking_store, make_config, tiny_data,
+                                        monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.pretrain(make_config(), tmp_path / "out", data=tiny_data)
+    (run,) = tracking_store.runs()
+    assert run.info.status == "KILLED"
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_untracked_runs_leave_the_store_alone(tmp_path, tracking_store, make_config, tiny_data):
+    result = experiments.pretrain(make_config({"pretrain": {"optim": {"epochs": 1}}}),
+                                  tmp_path / "out", tracker=tracking.NullTracker(), data=tiny_data)
+    assert result.run_id == ""
+    assert tracking_store.runs() == []
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["run_id"] == ""
+
+
+def test_flatten_makes_flat_string_params():
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {
+        "a.b": "1", "a.c.d": "[1, 2]", "e": "None"}
+
+
+def test_unreachable_tracking_server_is_a_quick_rotnet_error(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: refused
+    with pytest.raises(RotnetError, match="MLflow"):
+        tracking.check_reachable(timeout=2)
