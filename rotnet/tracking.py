@@ -60,10 +60,10 @@ def _client():
     uri = tracking_uri()
     check_reachable(uri)  # fail in seconds, not after MLflow's minutes of HTTP retries
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     with _store_lock(uri):
-        # The first touch creates a new sqlite store's tables; parallel workers (a DVC queue)
+        # Opening a new sqlite store creates its tables; parallel workers (a DVC queue)
         # doing that at once collide, so it happens under a file lock.
+        client = MlflowClient(uri)
         client.search_experiments(max_results=1)
     return client
 

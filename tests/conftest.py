@@ -45,19 +45,9 @@ TINY = {
 }
 
 
-def merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def tiny_config(overrides: dict | None = None):
     """The TINY config with `overrides` merged in."""
-    from rotnet.config import Config
+    from rotnet.config import Config, merge
 
     return Config.from_dict(merge(TINY, overrides or {}))
 
@@ -173,3 +163,30 @@ def tiny_pretrained(tmp_path_factory, tiny_data) -> Path:
     out = tmp_path_factory.mktemp("tiny-pretrain")
     experiments.pretrain(tiny_config(), out, tracker=NullTracker(), data=tiny_data)
     return out / "checkpoint.pt"
+
+
+def run_command(cmd, cwd, env, check=True, timeout=1800):
+    """Run a subprocess; on failure show the tail of its output."""
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+def copy_project(dest: Path, env: dict, profile: str = "smoke") -> Path:
+    """A git repository holding the working tree (tracked and untracked, not ignored files)
+    with params.yaml set to `profile`: where DVC tests run without touching this checkout."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    run_command([sys.executable, "-m", "rotnet.cli", "params", "--profile", profile, "--out",
+                 "params.yaml"], dest, env)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
+        run_command(cmd, dest, env)
+    return dest

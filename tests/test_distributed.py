@@ -17,9 +17,10 @@ import pytest
 import torch
 
 BIN = Path(sys.executable).parent
-# Learns visibly within seconds: rotation accuracy leaves chance in 3 epochs.
+# Learns visibly within seconds: the rotation loss leaves chance (ln 4) within 3 epochs.
 ARGS = ["pretrain", "--profile", "smoke", "--no-track", "--epochs", "3",
-        "--set", "runtime.precision=fp32", "--set", "data.train_size=512",
+        "--set", "runtime.precision=fp32", "--set", "data.train_size=1024",
+        "--set", "data.test_size=512",
         "--set", "pretrain.optim.milestones=[2]", "--set", "runtime.deterministic=true"]
 
 
@@ -54,9 +55,11 @@ def test_two_processes_match_one(tmp_path):
     # Per-rank BatchNorm (16 images instead of 32) moves the curve a little, nothing more.
     for loss1, loss2, _, _ in curves:
         assert abs(loss1 - loss2) < 0.1, curves
-    # 128 test images × 4 rotations: ~2 points standard error per run.
+    # 512 test images at p ≈ 0.4 (the 4 rotated copies of one image err together, so count
+    # images): ~2.2 points standard error per run, ~3.1 on the difference; allow ~2.5 of those.
     assert abs(h1[-1]["test_acc"] - h2[-1]["test_acc"]) < 8.0, curves
-    assert h2[-1]["test_acc"] > 30.0  # learnt something (chance is 25%)
+    # Both learnt: the loss leaves ln 4 = 1.386 (chance) clearly behind.
+    assert h1[-1]["train_loss"] < 1.33 and h2[-1]["train_loss"] < 1.33, curves
     # Rank 0 alone writes results.
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["epochs"] == 3
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -21,44 +20,27 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import copy_project, run_command as run
+
 BIN = Path(sys.executable).parent
 MARKER = ("\nimport os as _os\nif _os.environ.get('ROTNET_IMPORT_LOG'):\n"
           "    with open(_os.environ['ROTNET_IMPORT_LOG'], 'a') as _log:\n"
           "        _log.write(__file__ + '\\n')\n")
 
 
-def run(cmd, cwd, env, check=True, timeout=600):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
-    return result
-
-
 @pytest.fixture
 def project(tmp_path):
     """A git + DVC copy of the working tree (tracked and untracked, not ignored files)."""
     dest = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    with open(dest / "rotnet" / "__init__.py", "a") as init:
-        init.write(MARKER)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": ".",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "ROTNET_IMPORT_LOG": str(tmp_path / "imports.log")}
     env.pop("ROTNET_HOME", None)  # project_root() then follows the imported copy
-    run([sys.executable, "-m", "rotnet.cli", "params", "--profile", "smoke", "--out", "params.yaml"],
-        dest, env)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
-        run(cmd, dest, env)
+    copy_project(dest, env)
+    with open(dest / "rotnet" / "__init__.py", "a") as init:  # which copy a queued run imports
+        init.write(MARKER)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "marker"], dest, env)
     return dest, env, tmp_path
 
 
@@ -66,9 +48,7 @@ def project(tmp_path):
 def test_two_queued_experiments_run_in_parallel(project):
     dest, env, tmp = project
     (tmp / "imports.log").unlink(missing_ok=True)
-    # Create the MLflow store (schema + the "rotnet" experiment) once, before parallel workers:
-    # two processes initialising a fresh sqlite store at once race on its schema migration.
-    run([sys.executable, "-c", "from rotnet.tracking import Tracker; Tracker().client"], tmp, env)
+    # No store exists yet: the two workers create it at once (tracking serialises that).
     for seed in (1, 2):
         run(["dvc", "exp", "run", "--queue", "-S", f"runtime.seed={seed}", "pretrain@b3-r4"],
             dest, env)
