@@ -135,7 +135,7 @@ def probe(
         **common(dataset, data_root, seed, device), **nested(**{f"{section}__epochs": epochs})})
     data = experiments.load_dataset(config)
     if str(checkpoint) == "random":
-        backbone = experiments.random_backbone(config, data.channels)
+        backbone = experiments.random_backbone(config, data)
     else:
         backbone = experiments.load_backbone(checkpoint, in_channels=data.channels)
     with progress_hooks(f"{kind} probe, block {block}") as hooks:

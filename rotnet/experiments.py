@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from rotnet import checkpoint
+from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data
 from rotnet.distributed import check_batch
@@ -155,14 +157,21 @@ def load_backbone(path: str | Path, *, in_channels: int | None = None) -> Backbo
     return Backbone(model.backbone, lineage)
 
 
-def random_backbone(config: Config, in_channels: int) -> Backbone:
-    """A randomly initialised backbone (the 'random init + conv' baseline, test controls)."""
+def random_backbone(config: Config, data: ImageData, calibration_images: int = 2048) -> Backbone:
+    """A randomly initialised backbone (the 'random init + conv' baseline, test controls).
+
+    The weights stay random, but BatchNorm's running statistics are estimated on the first
+    `calibration_images` training images: a frozen backbone runs in eval mode, and with the
+    initial statistics (mean 0, variance 1) PyTorch's default init shrinks activations ~10×
+    per block, leaving block-2 features too small for the probe to use at test time."""
     _seeded(config.runtime.seed + 7919)  # not the init a pretraining run with this seed had
     p = config.pretrain
-    module = NINBackbone(p.blocks, in_channels, p.width)
-    return Backbone(module, {"pretrain_run_id": "", "pretrain_checkpoint": "random-init",
-                             "pretrain_checkpoint_sha256": "", "variant": "random",
-                             "blocks": p.blocks, "width": p.width})
+    module = NINBackbone(p.blocks, data.channels, p.width)
+    images = data.train_images[:calibration_images]
+    update_bn((normalize(chunk, data.mean, data.std) for chunk in images.split(256)), module)
+    return Backbone(module.eval(), {"pretrain_run_id": "", "pretrain_checkpoint": "random-init",
+                                    "pretrain_checkpoint_sha256": "", "variant": "random",
+                                    "blocks": p.blocks, "width": p.width})
 
 
 def classifier_head(kind: str, backbone: NINBackbone, block: int, in_channels: int,

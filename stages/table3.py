@@ -25,7 +25,7 @@ def main(method):
         kind, finetune = METHODS[method]
         data = experiments.load_dataset(config)
         if method == "random-conv":
-            backbone = experiments.random_backbone(config, data.channels)
+            backbone = experiments.random_backbone(config, data)
         else:
             backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
         result = experiments.probe(config, backbone, kind=kind, block=2, finetune=finetune,

@@ -17,7 +17,8 @@ import torch
 from conftest import ROTNET, cli_env, run_rotnet
 from rotnet import checkpoint, experiments, studies
 from rotnet.errors import RotnetError
-from rotnet.models import NINClassifier
+from rotnet.augment import normalize
+from rotnet.models import NINBackbone, NINClassifier
 from rotnet.tracking import NullTracker
 
 COMPARED = ("epoch", "lr", "train_loss", "train_acc", "test_acc")
@@ -126,7 +127,7 @@ def test_probe_on_rotnet_block_2_beats_the_same_probe_on_a_random_backbone(tmp_p
     rotnet = experiments.probe(config, experiments.load_backbone(tmp_path / "pretrain/checkpoint.pt"),
                                block=2, out_dir=tmp_path / "rotnet", tracker=NullTracker(),
                                data=data)
-    random = experiments.probe(config, experiments.random_backbone(config, data.channels),
+    random = experiments.probe(config, experiments.random_backbone(config, data),
                                block=2, out_dir=tmp_path / "random", tracker=NullTracker(),
                                data=data)
     ours, theirs = rotnet.metrics["test_acc"], random.metrics["test_acc"]
@@ -193,93 +194,28 @@ def test_probe_lineage_points_at_the_pretraining(tmp_path, make_config, tiny_pre
     assert result.metrics["epochs"] == 1
 
 
-def test_random_backbone_is_seeded_and_not_the_pretraining_init(make_config):
+def test_random_backbone_is_seeded_and_not_the_pretraining_init(make_config, tiny_data):
     config = make_config()
-    a = experiments.random_backbone(config, 3).module.state_dict()
-    b = experiments.random_backbone(config, 3).module.state_dict()
+    a = experiments.random_backbone(config, tiny_data).module.state_dict()
+    b = experiments.random_backbone(config, tiny_data).module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     torch.manual_seed(config.runtime.seed)  # the init a pretraining with this seed starts from
     init = NINClassifier(4, 4, 3, config.pretrain.width).backbone.state_dict()
     assert not torch.equal(a["blocks.0.0.weight"], init["blocks.0.0.weight"])
 
 
-# ---- bad input: a RotnetError, and nothing that looks like a finished run ---------------
-
-
-def test_probing_block_5_of_a_4_block_checkpoint(tmp_path, make_config, tiny_pretrained,
-                                                 tiny_data, tracking_store):
-    backbone = experiments.load_backbone(tiny_pretrained)
-    with pytest.raises(RotnetError, match="block 5"):
-        experiments.probe(make_config(), backbone, block=5, out_dir=tmp_path / "out",
-                          data=tiny_data)
-    assert not (tmp_path / "out").exists()
-    assert tracking_store.runs() == []
-
-
-def test_unknown_probe_kind(tmp_path, make_config, tiny_pretrained, tiny_data, tracking_store):
-    backbone = experiments.load_backbone(tiny_pretrained)
-    with pytest.raises(RotnetError, match="linear-svm"):
-        experiments.probe(make_config(), backbone, kind="linear-svm", out_dir=tmp_path / "out",
-                          data=tiny_data)
-    with pytest.raises(RotnetError):
-        experiments.classifier_head("linear-svm", backbone.module, 2, 3, 10, 0.125)
-    assert not (tmp_path / "out").exists()
-    assert tracking_store.runs() == []
-
-
-def test_missing_checkpoint(tmp_path):
-    with pytest.raises(RotnetError, match="not found"):
-        experiments.load_backbone(tmp_path / "nope" / "checkpoint.pt")
-
-
-def test_a_file_that_is_not_a_rotnet_checkpoint(tmp_path):
-    weights = tmp_path / "resnet.pt"
-    torch.save(NINClassifier(4, 4, 3, 0.125).state_dict(), weights)
-    with pytest.raises(RotnetError, match="not a rotnet checkpoint"):
-        experiments.load_backbone(weights)
-    junk = tmp_path / "junk.pt"
-    junk.write_text("definitely not a checkpoint\n")
-    with pytest.raises(RotnetError):
-        experiments.load_backbone(junk)
-
-
-def test_a_probe_checkpoint_is_not_a_backbone(tmp_path, make_config, tiny_pretrained, tiny_data):
-    experiments.probe(make_config(), experiments.load_backbone(tiny_pretrained), out_dir=tmp_path,
-                      tracker=NullTracker(), data=tiny_data)
-    with pytest.raises(RotnetError, match="pretrain"):
-        experiments.load_backbone(tmp_path / "checkpoint.pt")
-
-
-def test_backbone_for_other_input_channels(tiny_pretrained):
-    with pytest.raises(RotnetError, match="channel"):
-        experiments.load_backbone(tiny_pretrained, in_channels=1)
-
-
-def test_pretraining_into_a_directory_of_another_architecture(tmp_path, make_config, tiny_data,
-                                                              tiny_pretrained, tracking_store):
-    out = tmp_path / "out"
-    out.mkdir()
-    shutil.copyfile(tiny_pretrained, out / "checkpoint.pt")
-    before = (out / "checkpoint.pt").read_bytes()
-    with pytest.raises(RotnetError, match="blocks"):
-        experiments.pretrain(make_config({"pretrain": {"blocks": 5}}), out, data=tiny_data)
-    with pytest.raises(RotnetError, match="rotations"):
-        experiments.pretrain(make_config({"pretrain": {"rotations": "8"}}), out, data=tiny_data)
-    assert (out / "checkpoint.pt").read_bytes() == before  # untouched
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
-    assert tracking_store.runs() == []
-
-
-def test_resuming_with_other_training_settings_is_refused(tmp_path, make_config, tiny_data,
-                                                          tiny_pretrained, tracking_store):
-    out = tmp_path / "out"
-    out.mkdir()
-    shutil.copyfile(tiny_pretrained, out / "checkpoint.pt")
-    with pytest.raises(RotnetError, match="lr"):
-        experiments.pretrain(make_config({"pretrain": {"optim": {"lr": 0.05}}}), out,
-                             data=tiny_data)
-    assert_nothing_finished(out, tracking_store)
-    assert tracking_store.runs() == []
+def test_random_backbone_batchnorm_is_calibrated_on_the_data(make_config, tiny_data):
+    """Frozen (eval-mode) random features at block 2 have the scale the data gives them in
+    train mode, not the ~100× smaller scale of uncalibrated BatchNorm statistics."""
+    backbone = experiments.random_backbone(make_config(), tiny_data).module
+    x = normalize(tiny_data.train_images[:128], tiny_data.mean, tiny_data.std)
+    with torch.no_grad():
+        frozen = backbone.eval()(x, upto=2).std().item()
+        batch_stats = backbone.train()(x, upto=2).std().item()
+        torch.manual_seed(0)
+        uncalibrated = NINBackbone(4, 3, make_config().pretrain.width).eval()(x, upto=2).std().item()
+    assert 0.7 < frozen / batch_stats < 1.4, (frozen, batch_stats)
+    assert uncalibrated < frozen / 10, (uncalibrated, frozen)
 
 
 def test_probe_into_a_directory_of_another_backbone(tmp_path, make_config, tiny_pretrained,
@@ -289,7 +225,7 @@ def test_probe_into_a_directory_of_another_backbone(tmp_path, make_config, tiny_
                       tracker=NullTracker(), data=tiny_data)
     (tmp_path / "metrics.json").unlink()
     with pytest.raises(RotnetError, match="backbone"):
-        experiments.probe(config, experiments.random_backbone(config, 3), out_dir=tmp_path,
+        experiments.probe(config, experiments.random_backbone(config, tiny_data), out_dir=tmp_path,
                           data=tiny_data)
     assert_nothing_finished(tmp_path, tracking_store)
     assert tracking_store.runs() == []
