@@ -52,12 +52,13 @@ def test_two_processes_match_one(tmp_path):
     assert len(h1) == len(h2) == 3
     curves = [(round(a["train_loss"], 3), round(b["train_loss"], 3), a["test_acc"], b["test_acc"])
               for a, b in zip(h1, h2)]
-    # Per-rank BatchNorm (16 images instead of 32) moves the curve a little, nothing more.
+    # Same init, batches and augmentation; only BatchNorm statistics differ (16 images per
+    # rank instead of 32). Measured: epoch losses within 0.014 of each other, while five seeds
+    # of the 1-process run spread 0.04 at epoch 2 and 0.10 at epoch 3; their final rotation
+    # accuracies (512 test images) spread 34.8-45.3 % (sd ~4), this pair differs by 7.
     for loss1, loss2, _, _ in curves:
-        assert abs(loss1 - loss2) < 0.1, curves
-    # 512 test images at p ≈ 0.4 (the 4 rotated copies of one image err together, so count
-    # images): ~2.2 points standard error per run, ~3.1 on the difference; allow ~2.5 of those.
-    assert abs(h1[-1]["test_acc"] - h2[-1]["test_acc"]) < 8.0, curves
+        assert abs(loss1 - loss2) < 0.05, curves
+    assert abs(h1[-1]["test_acc"] - h2[-1]["test_acc"]) < 10.0, curves
     # Both learnt: the loss leaves ln 4 = 1.386 (chance) clearly behind.
     assert h1[-1]["train_loss"] < 1.33 and h2[-1]["train_loss"] < 1.33, curves
     # Rank 0 alone writes results.
