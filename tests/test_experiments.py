@@ -218,6 +218,85 @@ def test_random_backbone_batchnorm_is_calibrated_on_the_data(make_config, tiny_d
     assert uncalibrated < frozen / 10, (uncalibrated, frozen)
 
 
+# ---- bad input: a RotnetError, and nothing that looks like a finished run ---------------
+
+
+def test_probing_block_5_of_a_4_block_checkpoint(tmp_path, make_config, tiny_pretrained,
+                                                 tiny_data, tracking_store):
+    backbone = experiments.load_backbone(tiny_pretrained)
+    with pytest.raises(RotnetError, match="block 5"):
+        experiments.probe(make_config(), backbone, block=5, out_dir=tmp_path / "out",
+                          data=tiny_data)
+    assert not (tmp_path / "out").exists()
+    assert tracking_store.runs() == []
+
+
+def test_unknown_probe_kind(tmp_path, make_config, tiny_pretrained, tiny_data, tracking_store):
+    backbone = experiments.load_backbone(tiny_pretrained)
+    with pytest.raises(RotnetError, match="linear-svm"):
+        experiments.probe(make_config(), backbone, kind="linear-svm", out_dir=tmp_path / "out",
+                          data=tiny_data)
+    with pytest.raises(RotnetError):
+        experiments.classifier_head("linear-svm", backbone.module, 2, 3, 10, 0.125)
+    assert not (tmp_path / "out").exists()
+    assert tracking_store.runs() == []
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(RotnetError, match="not found"):
+        experiments.load_backbone(tmp_path / "nope" / "checkpoint.pt")
+
+
+def test_a_file_that_is_not_a_rotnet_checkpoint(tmp_path):
+    weights = tmp_path / "resnet.pt"
+    torch.save(NINClassifier(4, 4, 3, 0.125).state_dict(), weights)
+    with pytest.raises(RotnetError, match="not a rotnet checkpoint"):
+        experiments.load_backbone(weights)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("definitely not a checkpoint\n")
+    with pytest.raises(RotnetError):
+        experiments.load_backbone(junk)
+
+
+def test_a_probe_checkpoint_is_not_a_backbone(tmp_path, make_config, tiny_pretrained, tiny_data):
+    experiments.probe(make_config(), experiments.load_backbone(tiny_pretrained), out_dir=tmp_path,
+                      tracker=NullTracker(), data=tiny_data)
+    with pytest.raises(RotnetError, match="pretrain"):
+        experiments.load_backbone(tmp_path / "checkpoint.pt")
+
+
+def test_backbone_for_other_input_channels(tiny_pretrained):
+    with pytest.raises(RotnetError, match="channel"):
+        experiments.load_backbone(tiny_pretrained, in_channels=1)
+
+
+def test_pretraining_into_a_directory_of_another_architecture(tmp_path, make_config, tiny_data,
+                                                              tiny_pretrained, tracking_store):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(tiny_pretrained, out / "checkpoint.pt")
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(RotnetError, match="blocks"):
+        experiments.pretrain(make_config({"pretrain": {"blocks": 5}}), out, data=tiny_data)
+    with pytest.raises(RotnetError, match="rotations"):
+        experiments.pretrain(make_config({"pretrain": {"rotations": "8"}}), out, data=tiny_data)
+    assert (out / "checkpoint.pt").read_bytes() == before  # untouched
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+    assert tracking_store.runs() == []
+
+
+def test_resuming_with_other_training_settings_is_refused(tmp_path, make_config, tiny_data,
+                                                          tiny_pretrained, tracking_store):
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(tiny_pretrained, out / "checkpoint.pt")
+    with pytest.raises(RotnetError, match="lr"):
+        experiments.pretrain(make_config({"pretrain": {"optim": {"lr": 0.05}}}), out,
+                             data=tiny_data)
+    assert_nothing_finished(out, tracking_store)
+    assert tracking_store.runs() == []
+
+
 def test_probe_into_a_directory_of_another_backbone(tmp_path, make_config, tiny_pretrained,
                                                     tiny_data, tracking_store):
     config = make_config()
