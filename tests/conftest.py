@@ -8,7 +8,6 @@ seconds, so one empty store is made per session and copied for each test.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import subprocess
