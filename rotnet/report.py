@@ -196,7 +196,12 @@ def collect(profile: str, dataset: str) -> ReportData:
 
 
 def ui_base(ui_url: str | None = None) -> str:
-    return (ui_url or os.environ.get(UI_ENV) or DEFAULT_UI).rstrip("/")
+    """Where run links point: the given URL, $ROTNET_MLFLOW_UI, the tracking server itself
+    (an http(s) tracking URI serves the UI too), else what `rotnet ui` opens by default."""
+    server = tracking.tracking_uri()
+    if not server.startswith(("http://", "https://")):
+        server = None
+    return (ui_url or os.environ.get(UI_ENV) or server or DEFAULT_UI).rstrip("/")
 
 
 def run_url(run: Run, ui: str) -> str:

@@ -201,3 +201,14 @@ def test_missing_figure_data_still_writes_a_figure(store, tmp_path):
     for name in ("figure5a.png", "figure5b.png"):
         assert paths[name].read_bytes().startswith(PNG_MAGIC)
         assert f"No runs yet for this figure: {name}" in paths["figures.md"].read_text()
+
+
+def test_run_links_point_at_the_ui_serving_the_store(monkeypatch):
+    monkeypatch.delenv(report.UI_ENV, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x/mlflow.db")
+    assert report.ui_base() == report.DEFAULT_UI  # `rotnet ui` on the local store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team:5000/")
+    assert report.ui_base() == "http://mlflow.team:5000"  # a shared server serves its own UI
+    monkeypatch.setenv(report.UI_ENV, "https://ui.example/")
+    assert report.ui_base() == "https://ui.example"
+    assert report.ui_base("http://given:1") == "http://given:1"
