@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rotnet.config import flatten
 from rotnet.errors import RotnetError
 
 FORMAT = "rotnet-checkpoint/1"
@@ -99,21 +100,11 @@ RESUMABLE_DIFFERENCES = {"runtime.device", "runtime.log_every", "runtime.compile
 
 def check_config(state: dict, config: dict, path: str | Path) -> None:
     """Refuse to resume a run that was started with different training settings."""
-    saved, current = _flat(state.get("config", {})), _flat(config)
+    saved, current = flatten(state.get("config", {})), flatten(config)
     for key in sorted(set(saved) | set(current)):
         if key not in RESUMABLE_DIFFERENCES and saved.get(key) != current.get(key):
             raise RotnetError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run "
                               f"has {key}={current.get(key)!r}; use another output directory")
-
-
-def _flat(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def resume(path: str | Path, *, kind: str, arch: dict, model, optimizer, scheduler) -> tuple[int, list[dict], dict]:

@@ -205,6 +205,18 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def flatten(values: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: nested sections as dotted keys, values unchanged."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def build(cls, values: dict, path: str):
     """Instantiate dataclass `cls` from a nested dict, rejecting unknown keys and bad types."""
     if not isinstance(values, dict):

@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
 
 EXPERIMENT = "rotnet"
@@ -42,14 +43,7 @@ def git_commit(cwd: Path | None = None) -> str:
 
 def flatten(values: dict, prefix: str = "") -> dict[str, str]:
     """{"a": {"b": 1}} -> {"a.b": "1"}: MLflow params are flat strings."""
-    flat = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
+    return {key: str(value) for key, value in config_flatten(values, prefix).items()}
 
 
 def _client():

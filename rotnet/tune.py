@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from rotnet.config import Config, OptimConfig
+from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
 from rotnet.tracking import NullTracker, Tracker, flatten, project_root
 
@@ -92,22 +93,20 @@ def trial_optim(base: OptimConfig, params: dict) -> OptimConfig:
                    epochs=int(params["epochs"]), milestones=scaled_milestones(int(params["epochs"])))
 
 
-def dvc_command(target: str, params: dict) -> str:
-    """A ready-to-paste `dvc exp run -S ...` line with the best values."""
-    optim = trial_optim(OptimConfig(), params)
-    values = {"lr": f"{optim.lr:.6g}", "weight_decay": f"{optim.weight_decay:.6g}",
-              "epochs": str(optim.epochs), "milestones": json.dumps(optim.milestones).replace(" ", "")}
-    parts = ["dvc", "exp", "run"]
-    for key, value in values.items():
-        parts += ["-S", shlex.quote(f"{target}.optim.{key}={value}")]
-    return " ".join(parts)
-
-
 def best_values(params: dict) -> dict:
     """The best trial's values as written to params.yaml / the dvc line (rounded to 6 digits)."""
     optim = trial_optim(OptimConfig(), params)
     return {"lr": float(f"{optim.lr:.6g}"), "weight_decay": float(f"{optim.weight_decay:.6g}"),
             "epochs": optim.epochs, "milestones": optim.milestones}
+
+
+def dvc_command(target: str, params: dict) -> str:
+    """A ready-to-paste `dvc exp run -S ...` line with the best values."""
+    parts = ["dvc", "exp", "run"]
+    for key, value in best_values(params).items():
+        text = json.dumps(value, separators=(",", ":"))  # floats already rounded: 0.0121327
+        parts += ["-S", shlex.quote(f"{target}.optim.{key}={text}")]
+    return " ".join(parts)
 
 
 def write_params(path: str | Path, target: str, params: dict) -> None:
@@ -328,13 +327,7 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
                       best_params, len(trials), len(complete), len(pruned))
 
 
-def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+def _differences(stored: dict, wanted: dict) -> list[str]:
     """Dotted keys whose values differ between two nested dicts."""
-    out = []
-    for key in sorted(set(stored) | set(wanted), key=str):
-        a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif json.dumps(a) != json.dumps(b):
-            out.append(f"{prefix}{key}")
-    return out
+    a, b = config_flatten(stored), config_flatten(wanted)
+    return [key for key in sorted(set(a) | set(b), key=str) if json.dumps(a.get(key)) != json.dumps(b.get(key))]
