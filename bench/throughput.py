@@ -1,15 +1,18 @@
 """Training throughput of the project path vs a naive PyTorch pipeline, and the wall time
 the whole paper protocol would take on this device.
 
-    python bench/throughput.py [--device auto|cpu|cuda] [--seconds S] [--width W]
-                               [--compile] [--workers N] [--json OUT] [--profile]
+    python bench/throughput.py [--device auto|cpu|cuda] [--precision auto|bf16|fp32]
+                               [--seconds S] [--width W] [--compile] [--workers N]
+                               [--json OUT] [--profile]
 
 (a) naive: a map-style Dataset that augments and rotates one sample at a time, a
     DataLoader, fp32, NCHW, eager. (b) the project path: `rotnet.engine.train_one_epoch`
-    (uint8 data on the device, batched crop/flip/rotation, bf16 autocast, channels_last).
-(c) the same two ways for a non-linear probe on frozen block 2. Rates are images/s
-(a rotated copy counts as one image) and GFLOP/s from a FLOP count of the model,
-compared with the device's matmul roof.
+    (uint8 data on the device, batched crop/flip/rotation, channels_last, and the precision
+    `runtime.precision` resolves to: bf16 autocast only where the device computes bf16
+    natively). (c) the same two ways for a non-linear probe on frozen block 2. Rates are
+images/s (a rotated copy counts as one image) and GFLOP/s from a FLOP count of the model,
+compared with the matmul roof of the precision the project path ran in, measured in the
+same run on the same device.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 
 import torch
@@ -218,9 +220,40 @@ def protocol_items(width: float) -> list[tuple[str, int, float, str]]:
     return items  # a "(n)" item sums n runs into its FLOPs per image
 
 
+# The issues' targets for the project path, pretraining at width 1, batch 128 x 4:
+# (fraction of the roof of the resolved precision, speed-up over naive), per device type.
+TARGETS = {("cpu", True): (0.70, 4.0), ("cpu", False): (0.62, None),
+           ("cuda", True): (0.35, 10.0), ("cuda", False): (0.35, 10.0)}
+
+
+def machine_line(runtime: Runtime) -> str:
+    facts = runtime.describe()
+    if runtime.device.type == "cuda":
+        where = f"{facts['device_name']} (CUDA {facts['cuda']})"
+    else:
+        where = (f"{facts['device_name']}, flags: {facts['cpu_flags'] or 'none of interest'}, "
+                 f"ATen capability {facts['cpu_capability']}, "
+                 f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}")
+    return (f"machine: {where}\ndevice {runtime.device}, torch {facts['torch']}, {facts['threads']} "
+            f"threads, native bf16 {facts['native_bf16']}, precision {runtime.precision} "
+            f"(asked {runtime.config.precision})")
+
+
+def target_lines(device_type: str, compiled: bool, fraction: float, speedup: float) -> list[str]:
+    roof_target, speedup_target = TARGETS[(device_type, compiled)]
+    lines = [f"target pretrain >= {roof_target:.2f} of the roof: {fraction:.2f} "
+             f"{'met' if fraction >= roof_target else 'MISSED'}"]
+    if speedup_target:
+        lines.append(f"target pretrain >= {speedup_target:.0f}x naive: {speedup:.2f}x "
+                     f"{'met' if speedup >= speedup_target else 'MISSED'}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="the project path's precision (auto: bf16 only where native)")
     parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
     parser.add_argument("--width", type=float, default=1.0, help="NIN channel multiplier")
     parser.add_argument("--compile", action="store_true", help="torch.compile the project path")
@@ -229,19 +262,17 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile a project-path step")
     args = parser.parse_args()
 
-    runtime = Runtime(RuntimeConfig(device=args.device, precision="auto", channels_last=True,
-                                    compile=args.compile))
+    runtime = Runtime(RuntimeConfig(device=args.device, precision=args.precision,
+                                    channels_last=True, compile=args.compile))
     device = runtime.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"precision {runtime.precision}, width {args.width}, compile {args.compile}, "
-          f"load avg {os.getloadavg()[0]:.1f}")
+    print(machine_line(runtime))
+    print(f"width {args.width}, compile {args.compile}, load avg {os.getloadavg()[0]:.1f}")
     data = load_data("generated", train_size=TRAIN_POOL, test_size=1)
     device_data = DeviceData(data, device)
     naive_args = (data.train_images, data.train_labels, data.mean, data.std)
 
-    roof = {"fp32": matmul_roof(device, torch.float32, args.seconds / 2),
-            "bf16": matmul_roof(device, torch.bfloat16, args.seconds / 2)}
+    dtype = torch.bfloat16 if runtime.precision == "bf16" else torch.float32
+    roof = matmul_roof(device, dtype, args.seconds / 2)  # the roof of what the project path runs
 
     rates = {}
     torch.manual_seed(0)
@@ -266,18 +297,23 @@ def main() -> None:
                                           args.seconds)
 
     flops = {"pretrain": pretrain_flops(4, args.width), "probe": probe_flops(2, args.width)}
-    print(f"\nroof: matmul fp32 {roof['fp32']:.1f} GFLOP/s, bf16 {roof['bf16']:.1f} GFLOP/s")
+    print(f"\nroof: matmul {runtime.precision} {roof:.1f} GFLOP/s (measured now)")
     print(f"FLOPs/image: pretrain (4 blocks, fwd+bwd) {flops['pretrain'] / 1e9:.3f} G, "
           f"probe (block-2 trunk fwd + head fwd+bwd) {flops['probe'] / 1e9:.3f} G\n")
-    print(f"{'path':<18}{'images/s':>10}{'GFLOP/s':>10}{'of bf16 roof':>14}{'speed-up':>10}")
+    roof_label = f"of {runtime.precision} roof"
+    print(f"{'path':<18}{'images/s':>10}{'GFLOP/s':>10}{roof_label:>14}{'speed-up':>10}")
     figures = {}
     for path, rate in rates.items():
         kind, how = path.split()
         gflops = rate * flops[kind] / 1e9
         speedup = rate / rates[f"{kind} naive"]
-        figures[path] = {"images_per_s": rate, "gflops": gflops, "roof_fraction": gflops / roof["bf16"],
+        figures[path] = {"images_per_s": rate, "gflops": gflops, "roof_fraction": gflops / roof,
                          "speedup_vs_naive": speedup}
-        print(f"{path:<18}{rate:>10.1f}{gflops:>10.1f}{gflops / roof['bf16']:>14.2f}{speedup:>9.2f}x")
+        print(f"{path:<18}{rate:>10.1f}{gflops:>10.1f}{gflops / roof:>14.2f}{speedup:>9.2f}x")
+    pretrain_figures = figures["pretrain project"]
+    for line in target_lines(device.type, args.compile, pretrain_figures["roof_fraction"],
+                             pretrain_figures["speedup_vs_naive"]):
+        print(line)
 
     # Each item's time = its FLOPs / the GFLOP/s measured for its rate class (same
     # efficiency as the measured 4-block pretraining / block-2 probe).
@@ -298,8 +334,7 @@ def main() -> None:
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": str(device), "device_name": name, "torch": torch.__version__,
-                       "width": args.width, "compile": args.compile, "seconds": args.seconds,
+            json.dump({**runtime.describe(), "width": args.width, "seconds": args.seconds,
                        "roof_gflops": roof, "flops_per_image": flops, "paths": figures,
                        "projection": projection, "total_hours": totals}, f, indent=2)
 

@@ -20,6 +20,7 @@ PROFILES = ("paper", "quick", "smoke")
 ROTATION_SET_NAMES = ("4", "8", "2", "2-perp")
 BLOCK_CHOICES = (3, 4, 5)
 PROBE_KINDS = ("nonlinear", "conv")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -51,7 +52,7 @@ class OptimConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 where the device computes it natively, else fp32) | bf16 | fp32
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms + fixed cuDNN choices
@@ -175,8 +176,8 @@ class Config:
                   f"{name}.epoch_samples must be >= 1")
         check(all(k >= 1 for k in self.semisup.per_class), "semisup.per_class values must be >= 1")
         check(self.snapshots.every >= 1, "snapshots.every must be >= 1")
-        check(self.runtime.precision in ("auto", "bf16", "fp32"),
-              f"runtime.precision must be auto, bf16 or fp32 (got {self.runtime.precision!r})")
+        check(self.runtime.precision in PRECISIONS,
+              f"runtime.precision must be one of {', '.join(PRECISIONS)} (got {self.runtime.precision!r})")
         for size_name in ("train_size", "test_size"):
             size = getattr(self.data, size_name)
             check(size is None or size >= 1, f"data.{size_name} must be >= 1 (got {size})")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rotnet import checkpoint
+from rotnet import checkpoint, hardware
 from rotnet.augment import apply_crop_flip, draw_crop_flip, normalize
 from rotnet.config import OptimConfig, RuntimeConfig
 from rotnet.data import ImageData
@@ -70,11 +70,7 @@ class Runtime:
         if self.world.enabled and name == "cuda":
             name = f"cuda:{self.world.local_rank}"  # torchrun: one GPU per process
         self.device = torch.device(name)
-        precision = config.precision
-        if precision == "auto":
-            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            precision = "bf16" if cuda_bf16 or self.device.type == "cpu" else "fp32"
-        self.precision = precision
+        self.precision = hardware.resolve_precision(config.precision, self.device)
         self.channels_last = config.channels_last
         if config.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -82,6 +78,12 @@ class Runtime:
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def describe(self) -> dict:
+        """What actually runs (never "auto"): recorded with every run beside its config."""
+        return {**hardware.describe(self.device), "precision": self.precision,
+                "channels_last": self.channels_last, "compile": self.config.compile,
+                "deterministic": self.config.deterministic, "world_size": self.world.world_size}
 
     def autocast(self):
         enabled = self.precision == "bf16"
@@ -182,8 +184,11 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
     elapsed = time.perf_counter() - start
     loss_sum, correct, seen = world.sum(loss_sum, correct, torch.tensor(seen, device=runtime.device))
     seen = int(seen.item())
-    return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
-            "images_per_s": seen / elapsed, "epoch_seconds": elapsed}
+    metrics = {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
+               "images_per_s": seen / elapsed, "epoch_seconds": elapsed}
+    if runtime.device.type == "cuda":
+        metrics["peak_memory_mib"] = torch.cuda.max_memory_allocated(runtime.device) / 2 ** 20
+    return metrics
 
 
 @torch.no_grad()

@@ -76,8 +76,10 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
         checkpoint.check_config(state, config.to_dict(), ckpt_path)
         resume_id = state["extra"].get("run_id")
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    resolved = runtime.describe()  # what ran, never "auto": tagged resolved.<key>
     tags = {k: str(v) for k, v in {"kind": task.kind, "dataset": config.data.dataset,
                                    "profile": config.profile, "seed": config.runtime.seed,
+                                   **{f"resolved.{k}": v for k, v in resolved.items()},
                                    **tags}.items()}
     run_id = tracker.start(run_name, flatten(config.to_dict()), tags, resume_run_id=resume_id)
     user_hooks = hooks or Hooks()
@@ -101,7 +103,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
                           "checkpoint_sha256": metrics["checkpoint_sha256"]})
         if runtime.world.is_main:
             checkpoint.atomic_write_text(out_dir / METRICS_FILE, json.dumps(
-                {**metrics, "tags": tags}, indent=2, sort_keys=True) + "\n")
+                {**metrics, "runtime": resolved, "tags": tags}, indent=2, sort_keys=True) + "\n")
     except BaseException as err:
         tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
         raise
