@@ -16,7 +16,8 @@ OUT=${OUT:-/tmp/rotnet-gpu}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
 WORK=$(mktemp -d)
-# For a dry run on a CPU: DEVICE=cpu TRAIN=256 TEST=128 BENCH_FLAGS="--width 0.125" bash bench/gpu.sh
+# For a dry run on a CPU: DEVICE=cpu TRAIN=256 TEST=128 BENCH_FLAGS="--width 0.125" \
+#   CLI_FLAGS="--set pretrain.width=0.125" SKIP_BENCH=1 bash bench/gpu.sh
 DEVICE=${DEVICE:-cuda} TRAIN=${TRAIN:-50000} TEST=${TEST:-10000}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$OUT/gpu.txt"
@@ -26,12 +27,14 @@ bench() {  # name, then bench flags
   python3 bench/throughput.py --device "$DEVICE" --seconds "${BENCH_SECONDS:-4}" --workers 8 \
     --json "$OUT/bench-$name.json" ${BENCH_FLAGS:-} "$@" 2>&1 | tee "$OUT/bench-$name.txt" | grep -v '^ ' | head -40
 }
-bench bf16-eager --precision bf16
-bench bf16-compile --precision bf16 --compile
-bench fp32-eager --precision fp32
+if [ -z "${SKIP_BENCH:-}" ]; then
+  bench bf16-eager --precision bf16
+  bench bf16-compile --precision bf16 --compile
+  bench fp32-eager --precision fp32
+fi
 
 DATA=(--profile paper --dataset generated --set "data.train_size=$TRAIN" --set "data.test_size=$TEST"
-      --device "$DEVICE" --no-track)
+      --device "$DEVICE" --no-track ${CLI_FLAGS:-})
 epochs() {  # name, checkpoint: per-epoch figures from the checkpoint's history
   python3 - "$1" "$2" <<'PY' | tee -a "$OUT/cli.txt"
 import sys, torch

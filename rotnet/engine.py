@@ -262,7 +262,10 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
         lr = optimizer.param_groups[0]["lr"]
         metrics = train_one_epoch(compiled, device_data, optimizer, runtime, epoch, optim, pool, hooks)
         scheduler.step()
-        metrics.update(epoch=epoch + 1, lr=lr, test_acc=evaluate(evaluated, device_data, runtime))
+        eval_start = time.perf_counter()
+        test_acc = evaluate(evaluated, device_data, runtime)  # ends in a host sync
+        metrics.update(epoch=epoch + 1, lr=lr, test_acc=test_acc,
+                       eval_seconds=time.perf_counter() - eval_start)
         history.append(metrics)
         if runtime.world.is_main:  # one writer; every rank resumes from the same file
             checkpoint.save_checkpoint(ckpt_path, kind=task.kind, arch=task.arch, config=config,
