@@ -224,19 +224,42 @@ def snapshots(
 
 @app.command()
 def report(
-    out: Path = typer.Option(Path("reports"), "--out", help="Where to write the tables and figures."),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="Which profile/data set to "
-                                "report (read from this params file)."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Override the params' profile."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the params' data set."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the tables and figures "
+                                       "(default: reports/ for params.yaml's protocol, else "
+                                       "reports/<experiment, params file or profile>/)."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="The protocol to report: "
+                                "cells take only runs whose fingerprint these params imply."),
+    exp: Optional[str] = typer.Option(None, "--exp", help="Report the protocol of this DVC "
+                                      "experiment (or git revision) instead: its params.yaml."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Report the protocol of this "
+                                          "profile's defaults instead of a params file."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the data set."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a table cell has no run "
+                                "of the protocol."),
 ):
-    """Write Tables 1-3 and Figure 5a/5b into reports/, from the MLflow store only."""
-    from rotnet.report import write_report
+    """Write Tables 1-3 and Figure 5a/5b from the MLflow store only, each cell from a run of
+    the protocol the params state (its fingerprint), never another."""
+    from rotnet.config import Config, merge
+    from rotnet.params import read_params, revision_params
+    from rotnet.report import collect, write_report
 
-    config = build_config(params if params.exists() else None, None, None, {})
-    files = write_report(out, profile=profile or config.profile, dataset=dataset or config.data.dataset)
-    for path in files:
+    if profile:
+        values, label = {"profile": profile}, profile
+    elif exp:
+        values, label = revision_params(exp), exp
+    else:
+        default = params == Path("params.yaml")
+        values = read_params(params) if params.exists() or not default else {}
+        label = None if default else params.stem
+    config = Config.from_dict(merge(values, nested(data__dataset=dataset)))
+    data = collect(config)
+    for path in write_report(out or Path("reports", *filter(None, [label])), data):
         console.print(f"wrote {path}")
+    missing = data.not_run()
+    if strict and missing:
+        console.print(f"[red]{len(missing)} table cell(s) not run under this protocol:[/] " +
+                      "; ".join(f"{c.table} {c.row} {c.column}" for c in missing), highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -270,7 +293,7 @@ def ablate(
         raise RotnetError("the DVC experiment failed (see its output above)")
     if queue:
         return
-    Console().print(ablation_table(config.profile, config.data.dataset, variant, BASELINE_VARIANT))
+    Console().print(ablation_table(config, variant, BASELINE_VARIANT))
 
 
 @app.command("params")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from rotnet import checkpoint
+from rotnet import checkpoint, protocol
 from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data
@@ -59,9 +59,11 @@ def _seeded(seed: int):
 
 
 def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, out_dir: str | Path,
-            run_name: str, tags: dict, tracker: Tracker | None = None, hooks: Hooks | None = None,
-            train_indices: torch.Tensor | None = None, snapshot_every: int = 0) -> RunResult:
-    """Train `task` as a tracked, resumable run in `out_dir`."""
+            run_name: str, tags: dict, model: dict, tracker: Tracker | None = None,
+            hooks: Hooks | None = None, train_indices: torch.Tensor | None = None,
+            snapshot_every: int = 0) -> RunResult:
+    """Train `task` as a tracked, resumable run in `out_dir`; `model` names what it trains
+    for the run's protocol fingerprint (see `rotnet.protocol`)."""
     check_batch(optim.batch_size, world_from_environment())  # before joining a process group
     runtime = Runtime(config.runtime)
     tracker = tracker if tracker is not None else Tracker()
@@ -79,6 +81,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
     resolved = runtime.describe()  # what ran, never "auto": tagged resolved.<key>
     tags = {k: str(v) for k, v in {"kind": task.kind, "dataset": config.data.dataset,
                                    "profile": config.profile, "seed": config.runtime.seed,
+                                   "fingerprint": protocol.fingerprint(config, optim, model),
                                    **{f"resolved.{k}": v for k, v in resolved.items()},
                                    **tags}.items()}
     run_id = tracker.start(run_name, flatten(config.to_dict()), tags, resume_run_id=resume_id)
@@ -126,7 +129,8 @@ def pretrain(config: Config, out_dir: str | Path | None = None, *, tracker: Trac
     return execute(Task("pretrain", model, rotations=rset, arch=arch), data, p.optim, config,
                    out_dir=out_dir, run_name=f"pretrain-{variant}", hooks=hooks, tracker=tracker,
                    tags={"variant": variant, "blocks": p.blocks, "rotations": p.rotations,
-                         "width": p.width}, snapshot_every=p.snapshot_every)
+                         "width": p.width}, model=protocol.rotnet_model(p),
+                   snapshot_every=p.snapshot_every)
 
 
 # ---- classifiers on a pretrained (or random) backbone ---------------------------------
@@ -137,7 +141,8 @@ class Backbone:
     """A NIN backbone plus where it came from (the lineage every probe run records)."""
 
     module: NINBackbone
-    lineage: dict  # pretrain_run_id, pretrain_checkpoint(_sha256), variant, ...
+    lineage: dict  # pretrain_run_id, pretrain_checkpoint(_sha256), pretrain_fingerprint, variant, ...
+    protocol: dict  # what its weights are, for a probe's fingerprint (rotnet.protocol)
 
 
 def load_backbone(path: str | Path, *, in_channels: int | None = None) -> Backbone:
@@ -151,12 +156,15 @@ def load_backbone(path: str | Path, *, in_channels: int | None = None) -> Backbo
                           arch["width"])
     model.load_state_dict(state["model"])
     tags = state["extra"].get("tags", {})
+    # From the checkpoint's own config: older checkpoints have no fingerprint tag.
+    pretrain_fp = protocol.pretrain_fingerprint(Config.from_dict(state["config"]))
     lineage = {"pretrain_run_id": state["extra"].get("run_id", ""),
+               "pretrain_fingerprint": pretrain_fp,
                "pretrain_checkpoint": str(Path(path).resolve()),
                "pretrain_checkpoint_sha256": checkpoint.file_sha256(path),
                "pretrain_epoch": state["epoch"], "variant": tags.get("variant", ""),
                "blocks": arch["blocks"], "rotations": arch["rotations"], "width": arch["width"]}
-    return Backbone(model.backbone, lineage)
+    return Backbone(model.backbone, lineage, protocol.pretrained_backbone(pretrain_fp, state["epoch"]))
 
 
 def random_backbone(config: Config, data: ImageData, calibration_images: int = 2048) -> Backbone:
@@ -173,7 +181,8 @@ def random_backbone(config: Config, data: ImageData, calibration_images: int = 2
     update_bn((normalize(chunk, data.mean, data.std) for chunk in images.split(256)), module)
     return Backbone(module.eval(), {"pretrain_run_id": "", "pretrain_checkpoint": "random-init",
                                     "pretrain_checkpoint_sha256": "", "variant": "random",
-                                    "blocks": p.blocks, "width": p.width})
+                                    "blocks": p.blocks, "width": p.width},
+                    protocol.random_backbone(config))
 
 
 def classifier_head(kind: str, backbone: NINBackbone, block: int, in_channels: int,
@@ -188,10 +197,11 @@ def classifier_head(kind: str, backbone: NINBackbone, block: int, in_channels: i
 
 def probe(config: Config, backbone: Backbone, *, kind: str = "nonlinear", block: int = 2,
           finetune: bool = False, optim: OptimConfig | None = None, out_dir: str | Path | None = None,
-          train_indices: torch.Tensor | None = None, extra_tags: dict | None = None,
-          tracker: Tracker | None = None, hooks: Hooks | None = None,
-          data: ImageData | None = None) -> RunResult:
-    """A classifier on block `block` of `backbone`: frozen (a probe) or trained with it."""
+          train_indices: torch.Tensor | None = None, subset_per_class: int | None = None,
+          extra_tags: dict | None = None, tracker: Tracker | None = None,
+          hooks: Hooks | None = None, data: ImageData | None = None) -> RunResult:
+    """A classifier on block `block` of `backbone`: frozen (a probe) or trained with it
+    (on `train_indices` only, when given: the label subset of `subset_per_class` per class)."""
     n_blocks = len(backbone.module.blocks)
     if not 1 <= block <= n_blocks:
         raise RotnetError(f"cannot probe block {block}: the checkpoint has {n_blocks} blocks")
@@ -220,16 +230,19 @@ def probe(config: Config, backbone: Backbone, *, kind: str = "nonlinear", block:
     out_dir = out_dir or output_root(config) / "probe" / variant / f"{method}-block{block}"
     tags = {**{k: v for k, v in backbone.lineage.items()}, "probe_kind": kind, "block": block,
             "finetune": finetune, "method": method, **(extra_tags or {})}
+    model = protocol.classifier_model(kind, block, finetune, config.probe.hidden, backbone.protocol,
+                                      subset_per_class)
     return execute(task, data, optim, config, out_dir=out_dir, tracker=tracker, hooks=hooks,
-                   run_name=f"{method}-block{block}-{variant}", tags=tags,
+                   run_name=f"{method}-block{block}-{variant}", tags=tags, model=model,
                    train_indices=train_indices)
 
 
 def supervised(config: Config, *, out_dir: str | Path | None = None, optim: OptimConfig | None = None,
-               train_indices: torch.Tensor | None = None, extra_tags: dict | None = None,
-               tracker: Tracker | None = None, hooks: Hooks | None = None,
-               data: ImageData | None = None) -> RunResult:
-    """The supervised NIN baseline (3 blocks by default, the pretraining's width)."""
+               train_indices: torch.Tensor | None = None, subset_per_class: int | None = None,
+               extra_tags: dict | None = None, tracker: Tracker | None = None,
+               hooks: Hooks | None = None, data: ImageData | None = None) -> RunResult:
+    """The supervised NIN baseline (3 blocks by default, the pretraining's width), on
+    `train_indices` only when given (the label subset of `subset_per_class` per class)."""
     data = data or load_dataset(config)
     blocks, width = config.supervised.blocks, config.pretrain.width
     _seeded(config.runtime.seed)
@@ -240,6 +253,7 @@ def supervised(config: Config, *, out_dir: str | Path | None = None, optim: Opti
     tags = {"method": "supervised", "blocks": blocks, "width": width, **(extra_tags or {})}
     return execute(Task("supervised", model, arch=arch), data, optim or config.supervised.optim,
                    config, out_dir=out_dir, run_name=f"supervised-nin-b{blocks}", tags=tags,
+                   model=protocol.supervised_model(blocks, width, subset_per_class),
                    train_indices=train_indices, tracker=tracker, hooks=hooks)
 
 

@@ -68,3 +68,26 @@ def dump_params(config) -> str:
         lines.append(yaml.safe_dump({section: value}, sort_keys=False, default_flow_style=False,
                                     width=100).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def revision_params(name: str, cwd: str | Path = ".") -> dict:
+    """params.yaml as DVC experiment `name` left it (DVC keeps an experiment as a git ref
+    refs/exps/<..>/<name>), or as git revision `name` (a branch, tag or commit) holds it."""
+    import subprocess
+
+    import yaml
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+
+    refs = git("for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    matches = [ref for ref in refs if ref.rsplit("/", 1)[-1] == name]
+    if len(matches) > 1:
+        raise RotnetError(f"experiment name {name!r} is ambiguous: {', '.join(matches)}")
+    shown = git("show", f"{matches[0] if matches else name}:params.yaml")
+    if shown.returncode != 0:
+        raise RotnetError(f"no DVC experiment or git revision {name!r} with a params.yaml")
+    values = yaml.safe_load(shown.stdout) or {}
+    if not isinstance(values, dict):
+        raise RotnetError(f"params.yaml of {name!r} must hold a mapping of sections")
+    return values

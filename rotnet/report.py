@@ -1,9 +1,12 @@
 """The paper's Tables 1-3 and Figures 5a/5b, read back from the MLflow runs (through
 `rotnet.tracking` only) and written as Markdown, PNG and `runs.json` under `reports/`.
 
-Which run fills which cell is decided by tags alone (see `table_specs`). Per cell, the most
-recent FINISHED run wins (start time, then run id, so ties are deterministic); a cell with
-no run shows "—", so a half-finished pipeline still reports. Runs with a `study` tag
+Which run fills which cell: its tags name the cell (see `table_specs`), and its protocol
+fingerprint (`rotnet.protocol`) must equal the one the reported params imply for that cell,
+so a run of another protocol (another lr, fewer epochs, another seed) never fills it. Per
+cell, the most recent such FINISHED run wins (start time, then run id, so ties are
+deterministic); a cell with none shows "—" (not run), so a half-finished pipeline still
+reports. Runs with a `study` tag
 (semi-supervised subsets, snapshot probes) never fill a table cell: they were trained on
 less data or on an unfinished backbone. Every file is a pure function of the runs, written
 atomically and only when its bytes change, so rerunning without new runs changes nothing.
@@ -19,9 +22,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from rotnet import figures, tracking
+from rotnet import figures, protocol, tracking
 from rotnet.checkpoint import atomic_write
+from rotnet.config import Config
 from rotnet.errors import RotnetError
+from rotnet.pipeline import with_variant
 
 UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -29,7 +34,7 @@ ROTNET = "b4-r4"  # the paper's main RotNet (4 blocks, 4 rotations): Table 3, Fi
 MISSING = "—"
 NOTE = "Numbers: final-epoch top-1 test accuracy per image, in %."
 TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Difference: ours − paper. " + MISSING +
-              ": no finished run yet.")
+              ": not run under this protocol (no finished run with the cell's fingerprint).")
 
 # The paper's CIFAR-10 test accuracies (%). Source: /work/shared/REFERENCE.md, "The paper's
 # numbers", which quotes Tables 1-3 of Gidaris, Singh, Komodakis (ICLR 2018).
@@ -64,6 +69,7 @@ class Cell:
     row: str
     column: str
     paper: float | None
+    fingerprint: str  # what params.yaml implies for this cell; `run` carries the same
     run: Run | None
 
     @property
@@ -79,6 +85,10 @@ class Point:
     value: float
     run: Run
 
+    @property
+    def fingerprint(self) -> str:
+        return self.run.tags["fingerprint"]
+
 
 @dataclass
 class ReportData:
@@ -87,6 +97,9 @@ class ReportData:
     tracking_uri: str
     cells: list[Cell]
     points: list[Point]
+
+    def not_run(self) -> list[Cell]:
+        return [c for c in self.cells if c.run is None]
 
     def table(self, name: str) -> list[Cell]:
         return [c for c in self.cells if c.table == name]
@@ -125,6 +138,40 @@ def table_specs() -> list[tuple[str, str, str, float | None, dict]]:
     return specs
 
 
+# ---- the fingerprint params imply for a run ------------------------------------------
+
+
+def backbone_protocol(config: Config, variant: str, epoch: int | None = None) -> dict:
+    """The backbone a probe of `variant` reads: the random one, or the variant's pretraining
+    after `epoch` epochs (default: all of them)."""
+    if variant == "random":
+        return protocol.random_backbone(config)
+    pretrain = with_variant(config, variant)
+    return protocol.pretrained_backbone(protocol.pretrain_fingerprint(pretrain),
+                                        epoch or pretrain.pretrain.optim.epochs)
+
+
+def expected_fingerprint(config: Config, want: dict, *, subset_per_class: int | None = None,
+                         snapshot_epoch: int | None = None) -> str:
+    """The fingerprint of the run with tags `want` that the pipeline makes from `config`
+    (a semi-supervised run trains on `subset_per_class`; a snapshot probe reads the
+    backbone after `snapshot_epoch` epochs)."""
+    semisup = subset_per_class is not None
+    if want.get("kind") == "pretrain":
+        return protocol.pretrain_fingerprint(with_variant(config, want["variant"]))
+    if want.get("kind") == "supervised":
+        model = protocol.supervised_model(config.supervised.blocks, config.pretrain.width,
+                                          subset_per_class)
+        return protocol.fingerprint(config, config.semisup.optim if semisup else
+                                    config.supervised.optim, model)
+    kind, finetune = want["method"].split("-")[0], want["method"].endswith("-finetuned")
+    optim = (config.semisup.optim if semisup else config.finetune if finetune else
+             config.conv_probe.optim if kind == "conv" else config.probe.optim)
+    backbone = backbone_protocol(config, want["variant"], snapshot_epoch)
+    return protocol.fingerprint(config, optim, protocol.classifier_model(
+        kind, int(want["block"]), finetune, config.probe.hidden, backbone, subset_per_class))
+
+
 # ---- reading the runs ------------------------------------------------------------------
 
 
@@ -155,28 +202,41 @@ def latest(runs: list[Run], **want: str | None) -> Run | None:
     return max(hits, key=lambda r: (r.start_time, r.run_id), default=None)
 
 
-def latest_by(runs: list[Run], key: str, **want: str | None) -> dict[float, Run]:
-    """The most recent matching run per numeric value of tag `key` (e.g. snapshot_epoch)."""
+def latest_by(runs: list[Run], key: str, fingerprint_at, **want: str | None) -> dict[float, Run]:
+    """The most recent matching run per integer value x of tag `key` (e.g. snapshot_epoch)
+    whose fingerprint is `fingerprint_at(x)`."""
     out: dict[float, Run] = {}
     for run in runs:
-        try:
-            x = float(run.tags.get(key, ""))
-        except ValueError:
+        x = run.tags.get(key, "")
+        if not x.isdigit():
             continue
-        if all(run.tags.get(k) == v for k, v in want.items()):
+        x = int(x)
+        if (all(run.tags.get(k) == v for k, v in want.items())
+                and run.tags.get("fingerprint") == fingerprint_at(x)):
             if x not in out or (run.start_time, run.run_id) > (out[x].start_time, out[x].run_id):
                 out[x] = run
     return dict(sorted(out.items()))
 
 
-def collect(profile: str, dataset: str) -> ReportData:
-    """The run behind every table cell and figure point (cells may have none)."""
-    runs = finished_runs(profile, dataset)
-    cells = [Cell(t, row, col, paper, latest(runs, study=None, **want))
-             for t, row, col, paper, want in table_specs()]
+def collect(config: Config) -> ReportData:
+    """The run behind every table cell and figure point of the protocol `config` states
+    (cells may have none)."""
+    runs = finished_runs(config.profile, config.data.dataset)
+    cells = []
+    for table, row, column, paper, want in table_specs():
+        fingerprint = expected_fingerprint(config, want)
+        cells.append(Cell(table, row, column, paper, fingerprint,
+                          latest(runs, study=None, fingerprint=fingerprint, **want)))
+    return ReportData(config.profile, config.data.dataset, tracking.tracking_uri(), cells,
+                      figure_points(config, runs))
+
+
+def figure_points(config: Config, runs: list[Run]) -> list[Point]:
+    """Figure 5a (snapshot probes) and 5b (semi-supervised) points of the protocol `config`."""
     points = []
-    snaps = latest_by(runs, "snapshot_epoch", study="snapshots", method="nonlinear", block="2",
-                      variant=ROTNET)
+    probe_on_snapshot = {"method": "nonlinear", "block": str(config.snapshots.block), "variant": ROTNET}
+    snaps = latest_by(runs, "snapshot_epoch", lambda epoch: expected_fingerprint(
+        config, probe_on_snapshot, snapshot_epoch=epoch), study="snapshots", **probe_on_snapshot)
     for epoch, run in snaps.items():
         points.append(Point("figure5a", "non-linear probe on block 2", epoch, run.value, run))
         try:  # the snapshot's own rotation accuracy, recorded as a tag by the snapshot probe
@@ -187,9 +247,14 @@ def collect(profile: str, dataset: str) -> ReportData:
     for series, want in (("RotNet + conv (block 2)", {"method": "conv", "block": "2",
                                                       "variant": ROTNET}),
                          ("supervised NIN", {"kind": "supervised"})):
-        for k, run in latest_by(runs, "subset_per_class", study="semisup", **want).items():
+        def fingerprint_at(k: int, want=want) -> str | None:
+            return (expected_fingerprint(config, want, subset_per_class=k)
+                    if k in config.semisup.per_class else None)
+
+        for k, run in latest_by(runs, "subset_per_class", fingerprint_at, study="semisup",
+                                **want).items():
             points.append(Point("figure5b", series, k, run.value, run))
-    return ReportData(profile, dataset, tracking.tracking_uri(), cells, points)
+    return points
 
 
 # ---- writing -------------------------------------------------------------------------
@@ -216,11 +281,34 @@ def _link(run: Run | None, ui: str) -> str:
     return MISSING if run is None else f"[{run.run_id[:8]}]({run_url(run, ui)})"
 
 
-def _header(title: str, data: ReportData, runs: list[Run], note: str = NOTE) -> list[str]:
+def runtime_line(runs: list[Run]) -> str:
+    """The resolved precision and device of `runs` (their `resolved.*` tags): one line when
+    they agree, a flagged count per combination when they do not."""
+    def what(run: Run) -> str:
+        tags = run.tags
+        if "resolved.precision" not in tags:
+            return "not recorded"
+        return (f"`{tags['resolved.precision']}` on `{tags.get('resolved.device', '?')}` "
+                f"({tags.get('resolved.device_name', '?')})")
+
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[what(run)] = counts.get(what(run), 0) + 1
+    if len(counts) <= 1:
+        return f"- Ran with: {next(iter(counts), MISSING)}"
+    return ("- **Mixed runtimes** (the runs did not all run alike): " +
+            "; ".join(f"{k}: {n} run{'s' * (n > 1)}" for k, n in sorted(counts.items())))
+
+
+def _header(title: str, data: ReportData, runs: list[Run], fingerprints: list[str],
+            note: str = NOTE) -> list[str]:
     commits = sorted({r.tags.get("git_commit", "unknown") for r in runs}) or [MISSING]
     lines = [f"# {title}", "",
              f"- Data set: `{data.dataset}`; profile: `{data.profile}`",
+             f"- Protocol fingerprint: `{protocol.combined(fingerprints)}` (of the "
+             f"{len(fingerprints)} run fingerprints the params imply; each in runs.json)",
              f"- Git commit(s) of the runs: {', '.join(f'`{c}`' for c in commits)}",
+             runtime_line(runs),
              f"- MLflow tracking URI: `{data.tracking_uri}`",
              f"- {note}"]
     if data.dataset != "cifar10":
@@ -239,7 +327,8 @@ def _grid_text(cell: Cell | None, ui: str) -> str:
 
 def table_markdown(data: ReportData, name: str, ui: str) -> str:
     cells = data.table(name)
-    lines = _header(TITLES[name], data, [c.run for c in cells if c.run], NOTE + TABLE_NOTE)
+    lines = _header(TITLES[name], data, [c.run for c in cells if c.run],
+                    [c.fingerprint for c in cells], NOTE + TABLE_NOTE)
     if name == "table1":  # the paper's grid: a row per RotNet, a column per block
         columns = sorted({c.column for c in cells})
         lines += ["Each cell: ours / paper (ours − paper) MLflow run.", "",
@@ -260,9 +349,11 @@ def table_markdown(data: ReportData, name: str, ui: str) -> str:
 
 
 def figures_markdown(data: ReportData, ui: str) -> str:
-    supervised = data.cell("table3", "Supervised NIN").run
-    lines = _header("Figures 5a and 5b", data, [p.run for p in data.points] +
-                    ([supervised] if supervised else []))
+    supervised = data.cell("table3", "Supervised NIN")
+    runs = [p.run for p in data.points] + ([supervised.run] if supervised.run else [])
+    lines = _header("Figures 5a and 5b", data, runs,
+                    [p.fingerprint for p in data.points] + [supervised.fingerprint])
+    supervised = supervised.run
     sections = [
         ("figure5a", "Figure 5a: rotation accuracy and block-2 probe accuracy of pretraining "
                      "snapshots", "pretraining epoch"),
@@ -290,10 +381,10 @@ def runs_json(data: ReportData, ui: str) -> str:
                 "url": run and run_url(run, ui), "best_value": run and run.best}
 
     cells = [{"table": c.table, "row": c.row, "column": c.column, "value": c.run and c.run.value,
-              "paper": c.paper, "diff": None if c.diff is None else round(c.diff, 6),
+              "paper": c.paper, "fingerprint": c.fingerprint, "diff": None if c.diff is None else round(c.diff, 6),
               **run_fields(c.run)} for c in data.cells]
     points = [{"figure": p.figure, "series": p.series, "x": p.x, "value": p.value,
-               "paper": None, **run_fields(p.run)}
+               "paper": None, "fingerprint": p.fingerprint, **run_fields(p.run)}
               for p in sorted(data.points, key=lambda p: (p.figure, p.series, p.x))]
     doc = {"profile": data.profile, "dataset": data.dataset, "tracking_uri": data.tracking_uri,
            "metric": "test_acc, final epoch, %", "cells": cells, "points": points,
@@ -309,14 +400,13 @@ def write_if_changed(path: Path, content: bytes) -> bool:
     return True
 
 
-def write_report(out_dir: str | Path = "reports", profile: str = "paper", dataset: str = "cifar10",
-                 ui_url: str | None = None) -> list[Path]:
-    """Write tables 1-3, figures 5a/5b, figures.md and runs.json into `out_dir`; returns
-    all their paths (files whose bytes would not change are left untouched)."""
-    data = collect(profile, dataset)
+def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = None) -> list[Path]:
+    """Write tables 1-3, figures 5a/5b, figures.md and runs.json of `data` (see `collect`)
+    into `out_dir`; returns all their paths (files whose bytes would not change are left
+    untouched)."""
     ui = ui_base(ui_url)
     supervised = data.cell("table3", "Supervised NIN").run
-    context = f"({dataset}, {profile})"
+    context = f"({data.dataset}, {data.profile})"
 
     def xy(figure: str, series: str) -> list[tuple[float, float]]:
         return [(p.x, p.value) for p in data.series(figure, series)]
@@ -335,22 +425,29 @@ def write_report(out_dir: str | Path = "reports", profile: str = "paper", datase
     return [out / name for name in files]
 
 
-def ablation_table(profile: str, dataset: str, variant: str, baseline: str = "b4-r4"):
+def ablation_table(config: Config, variant: str, baseline: str = "b4-r4"):
     """A Rich table for `rotnet ablate`: the variant's rotation accuracy and its non-linear
-    probe accuracy per block, next to the baseline's, with the difference."""
+    probe accuracy per block, next to the baseline's, with the difference; only runs of the
+    protocol `config` states count (as in the report)."""
     from rich.table import Table
 
-    runs = [r for r in finished_runs(profile, dataset) if "study" not in r.tags]
+    runs = [r for r in finished_runs(config.profile, config.data.dataset) if "study" not in r.tags]
     rows = [("rotation accuracy (pretext)", {"kind": "pretrain"})]
-    blocks = sorted({int(r.tags["block"]) for r in runs if r.tags.get("variant") == variant
-                     and r.tags.get("method") == "nonlinear" and r.tags.get("block", "").isdigit()})
-    rows += [(f"non-linear probe, block {b}", {"method": "nonlinear", "block": str(b)}) for b in blocks]
-    table = Table(title=f"{variant} vs {baseline} ({dataset}, {profile}; final-epoch test accuracy, %)")
+    blocks = with_variant(config, variant).pretrain.blocks
+    rows += [(f"non-linear probe, block {b}", {"method": "nonlinear", "block": str(b)})
+             for b in range(1, blocks + 1)]
+    table = Table(title=f"{variant} vs {baseline} ({config.data.dataset}, {config.profile}; "
+                        "final-epoch test accuracy, %)")
     for name, justify in (("", "left"), (variant, "right"), (baseline, "right"),
                           (f"{variant} − {baseline}", "right")):
         table.add_column(name, justify=justify)
+
+    def run_of(name: str, want: dict) -> Run | None:
+        want = {**want, "variant": name}
+        return latest(runs, fingerprint=expected_fingerprint(config, want), **want)
+
     for label, want in rows:
-        ours, base = latest(runs, variant=variant, **want), latest(runs, variant=baseline, **want)
+        ours, base = run_of(variant, want), run_of(baseline, want)
         diff = ours.value - base.value if ours and base else None
         table.add_row(label, _num(ours and ours.value), _num(base and base.value), _num(diff, True))
     return table

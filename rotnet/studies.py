@@ -38,10 +38,10 @@ def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | 
         if backbone is None:
             raise RotnetError("the rotnet-conv method needs a pretrained checkpoint")
         return probe(config, backbone, kind="conv", block=2, optim=optim, train_indices=indices,
-                     out_dir=root / f"rotnet-conv-k{per_class}", extra_tags=tags, tracker=tracker,
+                     subset_per_class=per_class, out_dir=root / f"rotnet-conv-k{per_class}", extra_tags=tags, tracker=tracker,
                      hooks=hooks, data=data)
     if method == "supervised":
-        return supervised(config, optim=optim, train_indices=indices,
+        return supervised(config, optim=optim, train_indices=indices, subset_per_class=per_class,
                           out_dir=root / f"supervised-k{per_class}", extra_tags=tags,
                           tracker=tracker, hooks=hooks, data=data)
     raise RotnetError(f"unknown semi-supervised method {method!r}; choose rotnet-conv or supervised")

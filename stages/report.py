@@ -1,12 +1,11 @@
 """DVC stage `report`: Tables 1-3 and Figure 5a/5b, read back from the MLflow store only."""
 
 from rotnet.pipeline import run_stage, stage_config
-from rotnet.report import write_report
+from rotnet.report import collect, write_report
 
 
 def main(out="reports"):
-    config = stage_config()
-    write_report(out, profile=config.profile, dataset=config.data.dataset)
+    write_report(out, collect(stage_config()))
 
 
 if __name__ == "__main__":

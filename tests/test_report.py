@@ -10,19 +10,40 @@ import time
 import pytest
 
 from rotnet import report, tracking
+from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.tracking import Tracker
 
 PROFILE, DATASET = "quick", "cifar10"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RUNTIME = {"resolved.precision": "fp32", "resolved.device": "cpu", "resolved.device_name": "test cpu"}
 
 
-def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: str = PROFILE) -> str:
+def protocol(profile: str = PROFILE, **sections) -> Config:
+    return Config.from_dict({"profile": profile, "data": {"dataset": DATASET}, **sections})
+
+
+CONFIG = protocol()
+OTHER_LR = protocol(probe={"optim": {"lr": 0.05}})  # the same profile, another probe lr
+
+
+def fingerprint(tags: dict, config: Config = CONFIG) -> str:
+    """What the experiments tag a run of `config` with (tests/test_protocol.py checks that
+    real runs agree with report.expected_fingerprint)."""
+    number = {k: int(tags[k]) if k in tags else None for k in ("subset_per_class", "snapshot_epoch")}
+    return report.expected_fingerprint(config, {k: str(v) for k, v in tags.items()}, **number)
+
+
+def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: str = PROFILE,
+            config: Config | None = None, runtime: dict = RUNTIME) -> str:
     """A run as the experiments make it (in the module store: the `store` fixture sets
-    MLFLOW_TRACKING_URI for the whole module): tags, test_acc per epoch, then a final status."""
+    MLFLOW_TRACKING_URI for the whole module): tags with the fingerprint `config` implies,
+    test_acc per epoch, then a final status."""
     time.sleep(0.005)  # distinct start times (milliseconds), so "most recent" is well defined
     tracker = Tracker()
-    all_tags = {"dataset": DATASET, "profile": profile, "seed": "0", **tags}
+    config = config or protocol(profile)
+    all_tags = {"dataset": DATASET, "profile": profile, "seed": "0", **runtime,
+                "fingerprint": fingerprint(tags, config), **tags}
     run_id = tracker.start(f"test-{tags.get('kind')}", {}, {k: str(v) for k, v in all_tags.items()})
     for epoch, acc in enumerate(accs, 1):
         tracker.log_metrics({"test_acc": acc}, step=epoch)
@@ -45,7 +66,7 @@ def store(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
         mp.delenv(report.UI_ENV, raising=False)
         with pytest.raises(RotnetError) as empty:  # before any run exists: an empty store
-            report.write_report(root / "empty", PROFILE, DATASET)
+            report.write_report(root / "empty", report.collect(CONFIG))
         ids = {
             "pretrain_b4r4": log_run({"kind": "pretrain", "variant": "b4-r4", "blocks": 4,
                                       "rotations": "4"}, [70.0, 90.5]),
@@ -54,9 +75,12 @@ def store(tmp_path_factory):
             "b4r4_b1": log_run(probe_tags("b4-r4", 1), [80.0, 84.0]),
             "b4r4_b2_old": log_run(probe_tags("b4-r4", 2), [70.0, 80.0]),
             "b4r4_b2": log_run(probe_tags("b4-r4", 2), [85.0, 88.50, 88.0]),  # best != final
+            "b4r4_b2_other_lr": log_run(probe_tags("b4-r4", 2), [99.5], config=OTHER_LR),
             "b4r4_b3_failed": log_run(probe_tags("b4-r4", 3), [99.0], status="FAILED"),
-            "b4r8_b2": log_run(probe_tags("b4-r8", 2), [86.0, 87.0]),
+            "b4r8_b2": log_run(probe_tags("b4-r8", 2), [86.0, 87.0],
+                               runtime={**RUNTIME, "resolved.precision": "bf16"}),
             "b4r8_b1": log_run(probe_tags("b4-r8", 1), [83.0, 83.5]),
+            "b4r8_b1_other_lr": log_run(probe_tags("b4-r8", 1), [98.5], config=OTHER_LR),
             "conv": log_run(probe_tags("b4-r4", 2, "conv"), [90.0, 91.0]),
             "conv_ft": log_run(probe_tags("b4-r4", 2, "conv-finetuned"), [92.0, 92.5]),
             "supervised": log_run({"kind": "supervised", "method": "supervised", "blocks": 3},
@@ -76,7 +100,7 @@ def store(tmp_path_factory):
                                          snapshot_rotation_acc="77.7000"), [70.0, 79.79]),
         }
         out = root / "reports"
-        paths = report.write_report(out, PROFILE, DATASET)
+        paths = report.write_report(out, report.collect(CONFIG))
         yield {"ids": ids, "out": out, "paths": paths, "root": root, "empty_error": empty.value,
                "runs": json.loads((out / "runs.json").read_text())}
 
@@ -118,6 +142,39 @@ def test_newer_run_replaces_older_one(store):
     assert c["run_id"] == store["ids"]["b4r4_b2"]
     assert c["value"] == 88.0 and c["best_value"] == 88.5 and c["paper"] == 89.06
     assert c["diff"] == pytest.approx(-1.06)
+
+
+def test_a_run_of_another_protocol_leaves_the_reports_byte_identical(store):
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in store["paths"]}
+    newer = log_run(probe_tags("b4-r4", 2), [97.25], config=OTHER_LR)  # e.g. -S probe.optim.lr=0.05
+    again = report.write_report(store["out"], report.collect(CONFIG))
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in again} == before
+    # ... and reported on request, under its own protocol, with nothing of the default mixed in
+    other = report.collect(OTHER_LR)
+    assert other.cell("table1", "RotNet 4 blocks", "B2").run.run_id == newer
+    assert other.cell("table1", "RotNet 4 blocks", "B1").run is None  # made with lr 0.1
+    # the conv probe's section did not change: that run belongs to both protocols
+    assert other.cell("table3", "RotNet + conv").run.run_id == store["ids"]["conv"]
+
+
+def test_each_cell_names_its_fingerprint_and_the_header_the_protocol(store):
+    cells = [c for c in store["runs"]["cells"] if c["table"] == "table1"]
+    b2 = cell(store, "table1", "RotNet 4 blocks", "B2")
+    assert b2["fingerprint"] == fingerprint(probe_tags("b4-r4", 2))
+    assert b2["fingerprint"] != fingerprint(probe_tags("b4-r4", 2), OTHER_LR)
+    table1 = (store["out"] / "table1.md").read_text()
+    combined = report.protocol.combined(c["fingerprint"] for c in cells)
+    assert f"- Protocol fingerprint: `{combined}` (of the 12 run fingerprints" in table1
+    assert "- Data set: `cifar10`; profile: `quick`" in table1
+    assert "- Ran with: `fp32` on `cpu` (test cpu)\n" in table1
+    assert "not run under this protocol" in table1
+
+
+def test_a_table_whose_runs_ran_differently_is_flagged(store):
+    table2 = (store["out"] / "table2.md").read_text()
+    assert ("- **Mixed runtimes** (the runs did not all run alike): `bf16` on `cpu` (test cpu): "
+            "1 run; `fp32` on `cpu` (test cpu): 1 run") in table2
+    assert "Mixed runtimes" not in (store["out"] / "table3.md").read_text()
 
 
 def test_failed_runs_and_other_profiles_are_ignored(store):
@@ -168,9 +225,9 @@ def test_figures_are_png(store):
 
 def test_rewriting_gives_identical_bytes_and_leaves_files_alone(store):
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in store["paths"]}
-    again = report.write_report(store["out"], PROFILE, DATASET)
+    again = report.write_report(store["out"], report.collect(CONFIG))
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in again} == before
-    fresh = report.write_report(store["root"] / "fresh", PROFILE, DATASET)
+    fresh = report.write_report(store["root"] / "fresh", report.collect(CONFIG))
     assert {p.name: p.read_bytes() for p in fresh} == {k: v[0] for k, v in before.items()}
 
 
@@ -178,12 +235,14 @@ def test_ablation_table_compares_with_the_baseline(store):
     from rich.console import Console
 
     console = Console(width=120, record=True)
-    console.print(report.ablation_table(PROFILE, DATASET, "b4-r8"))
+    console.print(report.ablation_table(CONFIG, "b4-r8"))
     text = console.export_text()
     assert "rotation accuracy" in text and "75.25" in text and "90.50" in text and "-15.25" in text
     assert "block 1" in text and "83.50" in text and "84.00" in text and "-0.50" in text
     assert "block 2" in text and "87.00" in text and "88.00" in text and "-1.00" in text
-    assert "block 3" not in text  # b4-r8 has no block-3 probe
+    assert "98.50" not in text and "99.50" not in text  # newer, but another probe lr
+    block3 = next(line for line in text.splitlines() if "block 3" in line)
+    assert block3.count("—") == 3  # neither has a finished block-3 probe (b4-r4's FAILED)
 
 
 def test_empty_store_is_a_clear_error(store):
@@ -191,12 +250,12 @@ def test_empty_store_is_a_clear_error(store):
     assert "no finished runs for profile quick on data set cifar10 in sqlite:///" in message
     assert "dvc repro" in message and not (store["root"] / "empty").exists()
     with pytest.raises(RotnetError, match="no finished runs for profile paper"):
-        report.collect("paper", DATASET)  # runs exist, none of this profile
+        report.collect(protocol("paper"))  # runs exist, none of this profile
 
 
 def test_missing_figure_data_still_writes_a_figure(store, tmp_path):
     # the smoke profile has one probe run: tables mostly "—", no figure points at all
-    paths = {p.name: p for p in report.write_report(tmp_path, "smoke", DATASET)}
+    paths = {p.name: p for p in report.write_report(tmp_path, report.collect(protocol("smoke")))}
     assert "11.11 / 85.45 (-74.34)" in paths["table1.md"].read_text()
     for name in ("figure5a.png", "figure5b.png"):
         assert paths[name].read_bytes().startswith(PNG_MAGIC)

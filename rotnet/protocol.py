@@ -1,0 +1,74 @@
+"""Protocol fingerprints: a short hash of what defines a run's result.
+
+A run's fingerprint covers the data set and its sizes, the seed, the optimiser section it
+trained with and `model`, a small dict naming what was trained (built by the functions
+below: a RotNet, a classifier on a backbone, a supervised NIN). A classifier's backbone is
+named by its pretraining run's fingerprint and the epoch its weights were taken at, so a
+probe's fingerprint changes with anything that changed its pretraining. Paths, logging,
+device, precision and other runtime choices are left out: they say where and how fast a
+run went, recorded separately as `resolved.*` tags.
+
+`experiments` tags every run with `fingerprint(...)`; `report` computes the same value from
+params.yaml for every cell and accepts only runs that carry it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from rotnet.config import Config, OptimConfig, PretrainConfig
+
+FINGERPRINT_CHARS = 12  # 48 bits: a collision among a study's few hundred runs is negligible
+
+
+def fingerprint(config: Config, optim: OptimConfig, model: dict) -> str:
+    """The fingerprint of a run of `config` that trained `model` with `optim`."""
+    data = config.data
+    protocol = {"data": {"dataset": data.dataset, "train_size": data.train_size,
+                         "test_size": data.test_size},
+                "seed": config.runtime.seed, "optim": dataclasses.asdict(optim), "model": model}
+    text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
+
+
+def rotnet_model(pretrain: PretrainConfig) -> dict:
+    return {"rotnet": {"blocks": pretrain.blocks, "rotations": pretrain.rotations,
+                       "width": pretrain.width}}
+
+
+def pretrain_fingerprint(config: Config) -> str:
+    """The fingerprint of the RotNet pretraining `config` describes."""
+    return fingerprint(config, config.pretrain.optim, rotnet_model(config.pretrain))
+
+
+def pretrained_backbone(pretrain_fp: str, epoch: int) -> dict:
+    """A backbone taken from a pretraining run after `epoch` epochs (a snapshot or the end)."""
+    return {"pretrained": pretrain_fp, "epoch": epoch}
+
+
+def random_backbone(config: Config) -> dict:
+    """The seeded random backbone of `experiments.random_backbone`."""
+    return {"random": {"blocks": config.pretrain.blocks, "width": config.pretrain.width,
+                       "seed": config.runtime.seed}}
+
+
+def classifier_model(kind: str, block: int, finetune: bool, hidden: int, backbone: dict,
+                     subset_per_class: int | None = None) -> dict:
+    """A probe (or fine-tuned classifier) of `kind` on `block` of `backbone`; the conv probe
+    has no hidden layer size. `subset_per_class`: trained on that label subset only."""
+    head = {"kind": kind, "block": block, "finetune": finetune}
+    if kind == "nonlinear":
+        head["hidden"] = hidden
+    return {"classifier": head, "backbone": backbone, "subset_per_class": subset_per_class}
+
+
+def supervised_model(blocks: int, width: float, subset_per_class: int | None = None) -> dict:
+    return {"supervised": {"blocks": blocks, "width": width}, "subset_per_class": subset_per_class}
+
+
+def combined(fingerprints) -> str:
+    """One fingerprint for a set of runs (a table): equal sets give equal values."""
+    text = ",".join(sorted(fingerprints))
+    return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]

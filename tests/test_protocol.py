@@ -1,0 +1,101 @@
+"""Protocol fingerprints: what changes a run's result changes it, what does not leaves it,
+and the runs the experiments make carry exactly the fingerprint the report expects of them
+(computed from the params alone, the pretraining chain included)."""
+
+import json
+
+import pytest
+
+from conftest import tiny_config
+from rotnet import experiments, protocol, studies
+from rotnet.report import expected_fingerprint
+from rotnet.subsets import write_label_subset
+from rotnet.tracking import NullTracker
+
+PROBE_B2 = {"method": "nonlinear", "variant": "b4-r4", "block": "2"}
+
+
+@pytest.mark.parametrize("change", [
+    {"data": {"root": "elsewhere", "download": False}},
+    {"runtime": {"device": "cpu", "precision": "fp32", "channels_last": False, "compile": True,
+                 "deterministic": True, "log_every": 5}},
+    {"pretrain": {"snapshot_every": 1}},
+    {"semisup": {"per_class": [3]}, "snapshots": {"every": 2}, "ablation": {"blocks": 5}},
+])
+def test_paths_logging_and_runtime_leave_the_fingerprint(change):
+    base, changed = tiny_config(), tiny_config(change)
+    for want in ({"kind": "pretrain", "variant": "b4-r4"}, PROBE_B2, {"kind": "supervised"}):
+        assert expected_fingerprint(changed, want) == expected_fingerprint(base, want)
+
+
+@pytest.mark.parametrize("change, changes_pretrain", [
+    ({"data": {"train_size": 32}}, True),
+    ({"runtime": {"seed": 1}}, True),
+    ({"pretrain": {"optim": {"epochs": 3}}}, True),  # a probe's pretraining chain
+    ({"pretrain": {"width": 0.25}}, True),
+    ({"probe": {"optim": {"lr": 0.05}}}, False),
+    ({"probe": {"hidden": 100}}, False),
+])
+def test_what_defines_the_result_changes_the_fingerprint(change, changes_pretrain):
+    base, changed = tiny_config(), tiny_config(change)
+    pretrain = {"kind": "pretrain", "variant": "b4-r4"}
+    assert (expected_fingerprint(changed, pretrain) != expected_fingerprint(base, pretrain)) \
+        is changes_pretrain
+    assert expected_fingerprint(changed, PROBE_B2) != expected_fingerprint(base, PROBE_B2)
+
+
+def test_the_rotation_set_block_and_snapshot_epoch_are_part_of_it():
+    config = tiny_config()
+    seen = {expected_fingerprint(config, {"kind": "pretrain", "variant": v})
+            for v in ("b4-r4", "b4-r8", "b3-r4")}
+    seen |= {expected_fingerprint(config, {**PROBE_B2, "block": b}) for b in ("1", "2")}
+    seen.add(expected_fingerprint(config, PROBE_B2, snapshot_epoch=1))
+    assert len(seen) == 6
+    # a probe on the last snapshot reads the final weights: the same protocol
+    assert expected_fingerprint(config, PROBE_B2, snapshot_epoch=2) == \
+        expected_fingerprint(config, PROBE_B2)
+
+
+def _tags(out_dir) -> dict:
+    return json.loads((out_dir / experiments.METRICS_FILE).read_text())["tags"]
+
+
+def test_runs_carry_the_fingerprint_the_report_expects(tiny_pretrained, tiny_data, tmp_path):
+    config = tiny_config()
+    assert _tags(tiny_pretrained.parent)["fingerprint"] == \
+        expected_fingerprint(config, {"kind": "pretrain", "variant": "b4-r4"})
+    backbone = experiments.load_backbone(tiny_pretrained)
+    assert backbone.lineage["pretrain_fingerprint"] == _tags(tiny_pretrained.parent)["fingerprint"]
+    runs = {  # the report's tags for a cell -> the run the pipeline makes for it
+        "nonlinear": (PROBE_B2, lambda out: experiments.probe(
+            config, backbone, block=2, out_dir=out, tracker=NullTracker(), data=tiny_data)),
+        "conv-finetuned": ({**PROBE_B2, "method": "conv-finetuned"}, lambda out: experiments.probe(
+            config, backbone, kind="conv", finetune=True, out_dir=out, tracker=NullTracker(),
+            data=tiny_data)),
+        "random-conv": ({**PROBE_B2, "method": "conv", "variant": "random"}, lambda out: experiments.probe(
+            config, experiments.random_backbone(config, tiny_data), kind="conv", out_dir=out,
+            tracker=NullTracker(), data=tiny_data)),
+        "supervised": ({"kind": "supervised"}, lambda out: experiments.supervised(
+            config, out_dir=out, tracker=NullTracker(), data=tiny_data)),
+    }
+    for name, (want, train) in runs.items():
+        tags = _tags(train(tmp_path / name).out_dir)
+        assert tags["fingerprint"] == expected_fingerprint(config, want), name
+        assert tags["resolved.precision"] in ("bf16", "fp32")  # item 1: what ran, never "auto"
+        assert {"resolved.threads", "resolved.world_size", "resolved.device"} <= set(tags)
+
+
+def test_semisup_runs_carry_their_subset(tiny_pretrained, tmp_path):
+    config = tiny_config()
+    data = experiments.load_dataset(config)
+    write_label_subset(tmp_path / "subsets", data.train_labels, 1, data.name)
+    result = studies.semisup_run(config, "rotnet-conv", 1, tmp_path / "subsets", out_dir=tmp_path,
+                                 backbone=experiments.load_backbone(tiny_pretrained),
+                                 tracker=NullTracker())
+    want = {**PROBE_B2, "method": "conv"}
+    assert _tags(result.out_dir)["fingerprint"] == expected_fingerprint(config, want, subset_per_class=1)
+    assert _tags(result.out_dir)["fingerprint"] != expected_fingerprint(config, want)
+
+
+def test_one_fingerprint_for_a_set_ignores_order():
+    assert protocol.combined(["b", "a"]) == protocol.combined(["a", "b"]) != protocol.combined(["a"])
