@@ -38,7 +38,7 @@ def torchrun(out, *extra, wait=True):
 
 
 def history(out):
-    return torch.load(Path(out) / "checkpoint.pt", weights_only=False)["history"]
+    return torch.load(Path(out) / "checkpoint.pt", weights_only=True)["history"]
 
 
 @pytest.mark.slow
