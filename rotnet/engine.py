@@ -13,6 +13,7 @@ run identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -261,8 +262,11 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
     samples = optim.epoch_samples or len(pool)
     if hooks.on_start:
         hooks.on_start(start_epoch, optim.epochs, max(1, samples // optim.batch_size))
+    save = functools.partial(checkpoint.save_checkpoint, ckpt_path, kind=task.kind, arch=task.arch,
+                             config=config, model=model, optimizer=optimizer, scheduler=scheduler,
+                             history=history, extra=extra)
     if runtime.world.is_main:  # a kill between checkpoint and snapshot lost the snapshot
-        _keep_snapshot(out_dir, start_epoch, snapshot_every)
+        _keep_snapshot(out_dir, start_epoch, snapshot_every, replace=False)
     for epoch in range(start_epoch, optim.epochs):
         lr = optimizer.param_groups[0]["lr"]
         metrics = train_one_epoch(compiled, device_data, optimizer, runtime, epoch, optim, pool, hooks)
@@ -271,19 +275,24 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
         check_finite(metrics)
         history.append(metrics)
         if runtime.world.is_main:  # one writer; every rank resumes from the same file
-            # Metrics first: the checkpoint says the epoch is done, so whatever it records
-            # must already be logged (a resumed run re-logs only what the kill cut off).
-            if hooks.on_epoch_end:
-                hooks.on_epoch_end(metrics)
-            crash_point("metrics", epoch + 1)
-            checkpoint.save_checkpoint(ckpt_path, kind=task.kind, arch=task.arch, config=config,
-                                       model=model, optimizer=optimizer, scheduler=scheduler,
-                                       epoch=epoch + 1, history=history, extra=extra)
-            crash_point("checkpoint", epoch + 1)
-            _keep_snapshot(out_dir, epoch + 1, snapshot_every)
-            crash_point("snapshot", epoch + 1)
+            _record_epoch(metrics, hooks, save, out_dir, snapshot_every)
         runtime.world.barrier()
     return history
+
+
+def _record_epoch(metrics: dict, hooks: Hooks, save: Callable[..., None], out_dir: Path,
+                  snapshot_every: int) -> None:
+    """Metrics first (the epoch-end hook logs them), then the checkpoint, then the snapshot:
+    the checkpoint says the epoch is done, so what it records must already be logged, and a
+    resumed run re-logs or re-copies only what a kill cut off."""
+    epoch = metrics["epoch"]
+    if hooks.on_epoch_end:
+        hooks.on_epoch_end(metrics)
+    crash_point("metrics", epoch)
+    save(epoch=epoch)
+    crash_point("checkpoint", epoch)
+    _keep_snapshot(out_dir, epoch, snapshot_every, replace=True)
+    crash_point("snapshot", epoch)
 
 
 def check_finite(metrics: dict) -> None:
@@ -294,10 +303,12 @@ def check_finite(metrics: dict) -> None:
                              " is not finite (the run diverged; lower the learning rate)")
 
 
-def _keep_snapshot(out_dir: Path, epoch: int, snapshot_every: int) -> None:
-    """Copy the checkpoint of a snapshot epoch to `snapshot-epochNNN.pt` unless it is there."""
+def _keep_snapshot(out_dir: Path, epoch: int, snapshot_every: int, *, replace: bool) -> None:
+    """Copy the checkpoint of a snapshot epoch to `snapshot-epochNNN.pt` (if `replace` is
+    False, only where it is missing)."""
     snapshot = out_dir / f"snapshot-epoch{epoch:03d}.pt"
-    if snapshot_every and epoch and epoch % snapshot_every == 0 and not snapshot.exists():
+    due = snapshot_every and epoch and epoch % snapshot_every == 0
+    if due and (replace or not snapshot.exists()):
         ckpt_path = out_dir / "checkpoint.pt"
         checkpoint.atomic_write(snapshot, lambda tmp: shutil.copyfile(ckpt_path, tmp))
 
