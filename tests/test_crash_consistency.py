@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROTNET, cli_env, copy_project, run_command, run_rotnet, tiny_config
+from conftest import cli_env, copy_project, run_command, run_rotnet, tiny_config
 from rotnet import cli
 from rotnet.params import dump_params
 
