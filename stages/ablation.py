@@ -2,7 +2,8 @@
 pretraining, then the non-linear probe on every block."""
 
 from rotnet import experiments
-from rotnet.pipeline import run_stage, stage_config, stage_tracker, with_variant, write_stage_metrics
+from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
+                             write_stage_metrics)
 
 
 def main():
@@ -10,13 +11,14 @@ def main():
     variant = experiments.variant_name(config.ablation.blocks, config.ablation.rotations)
     config = with_variant(config, variant)
     tracker = stage_tracker("ablation")
-    results = {"rotation": experiments.pretrain(config, f"runs/ablation/{variant}/pretrain",
-                                                tracker=tracker)}
-    backbone = experiments.load_backbone(f"runs/ablation/{variant}/pretrain/checkpoint.pt")
-    for block in range(1, config.ablation.blocks + 1):
-        results[f"block{block}"] = experiments.probe(
-            config, backbone, kind="nonlinear", block=block,
-            out_dir=f"runs/ablation/{variant}/probe-block{block}", tracker=tracker)
+    with stage_outputs("runs/ablation") as out_dir:
+        out_dir = out_dir / variant
+        results = {"rotation": experiments.pretrain(config, out_dir / "pretrain", tracker=tracker)}
+        backbone = experiments.load_backbone(out_dir / "pretrain" / "checkpoint.pt")
+        for block in range(1, config.ablation.blocks + 1):
+            results[f"block{block}"] = experiments.probe(
+                config, backbone, kind="nonlinear", block=block,
+                out_dir=out_dir / f"probe-block{block}", tracker=tracker)
     write_stage_metrics("metrics/ablation.json", results)
 
 

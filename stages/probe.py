@@ -1,14 +1,16 @@
 """DVC stage `probe@<variant>-block<N>`: the non-linear probe on block N (Tables 1 and 2)."""
 
 from rotnet import experiments
-from rotnet.pipeline import run_stage, stage_config, stage_tracker, write_history_csv, write_stage_metrics
+from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, write_history_csv,
+                             write_stage_metrics)
 
 
 def main(variant, block):
     name = f"{variant}-block{block}"
     backbone = experiments.load_backbone(f"runs/pretrain/{variant}/checkpoint.pt")
-    result = experiments.probe(stage_config(), backbone, kind="nonlinear", block=int(block),
-                               out_dir=f"runs/probe/{name}", tracker=stage_tracker(f"probe@{name}"))
+    with stage_outputs(f"runs/probe/{name}") as out_dir:
+        result = experiments.probe(stage_config(), backbone, kind="nonlinear", block=int(block),
+                                   out_dir=out_dir, tracker=stage_tracker(f"probe@{name}"))
     write_stage_metrics(f"metrics/probe/{name}.json", {"nonlinear": result})
     write_history_csv(f"plots/probe/{name}.csv", result.history)
 

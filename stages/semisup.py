@@ -2,7 +2,8 @@
 4-block RotNet's block 2 vs a supervised NIN trained on those images alone (Figure 5b)."""
 
 from rotnet import experiments, studies
-from rotnet.pipeline import BASELINE_VARIANT, run_stage, stage_config, stage_tracker, write_stage_metrics
+from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
+                             write_stage_metrics)
 
 
 def main(per_class):
@@ -10,9 +11,10 @@ def main(per_class):
     config = stage_config()
     tracker = stage_tracker(f"semisup@{k}")
     backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
-    results = {method: studies.semisup_run(config, method, k, "runs/subsets", backbone=backbone,
-                                           out_dir=f"runs/semisup/{k}", tracker=tracker)
-               for method in ("rotnet-conv", "supervised")}
+    with stage_outputs(f"runs/semisup/{k}") as out_dir:
+        results = {method: studies.semisup_run(config, method, k, "runs/subsets", backbone=backbone,
+                                               out_dir=out_dir, tracker=tracker)
+                   for method in ("rotnet-conv", "supervised")}
     write_stage_metrics(f"metrics/semisup/{k}.json", results)
 
 

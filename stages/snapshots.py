@@ -2,20 +2,22 @@
 RotNet (Figure 5a)."""
 
 from rotnet import studies
-from rotnet.pipeline import BASELINE_VARIANT, run_stage, stage_config, stage_tracker, write_stage_metrics
+from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
+                             write_stage_metrics)
 
 
 def main():
     config = stage_config()
     tracker = stage_tracker("snapshots")
     results = {}
-    for snapshot in studies.snapshot_files(f"runs/pretrain/{BASELINE_VARIANT}"):
-        every = config.snapshots.every
-        epoch = int(snapshot.stem.removeprefix("snapshot-epoch"))
-        if epoch % every:
-            continue  # snapshots are kept more often than Figure 5a samples them
-        results[f"epoch{epoch:03d}"] = studies.snapshot_probe(
-            config, snapshot, out_dir=f"runs/snapshots/{BASELINE_VARIANT}", tracker=tracker)
+    with stage_outputs("runs/snapshots") as out_dir:
+        for snapshot in studies.snapshot_files(f"runs/pretrain/{BASELINE_VARIANT}"):
+            every = config.snapshots.every
+            epoch = int(snapshot.stem.removeprefix("snapshot-epoch"))
+            if epoch % every:
+                continue  # snapshots are kept more often than Figure 5a samples them
+            results[f"epoch{epoch:03d}"] = studies.snapshot_probe(
+                config, snapshot, out_dir=out_dir / BASELINE_VARIANT, tracker=tracker)
     write_stage_metrics("metrics/snapshots.json", results)
 
 

@@ -5,6 +5,7 @@ size does not divide is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,8 +38,17 @@ def torchrun(out, *extra, wait=True):
     return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in map(int, children.read_text().split()):
+            found += [child, *descendants(child)]
+    return found
+
+
 def history(out):
-    return torch.load(Path(out) / "checkpoint.pt", weights_only=False)["history"]
+    return torch.load(Path(out) / "checkpoint.pt", weights_only=True)["history"]
 
 
 @pytest.mark.slow
@@ -74,8 +84,14 @@ def test_killed_ddp_run_resumes_to_the_same_end(tmp_path):
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
+    workers = descendants(proc.pid)  # torchrun starts each worker in a session of its own
     os.killpg(proc.pid, signal.SIGKILL)
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):  # they hold the folder's lock
+        time.sleep(0.1)
     assert first.exists()
     assert history(tmp_path / "killed")[-1]["epoch"] < 3  # killed mid-way
     resumed = torchrun(tmp_path / "killed")
