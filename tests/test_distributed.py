@@ -63,11 +63,15 @@ def test_two_processes_match_one(tmp_path):
     curves = [(round(a["train_loss"], 3), round(b["train_loss"], 3), a["test_acc"], b["test_acc"])
               for a, b in zip(h1, h2)]
     # Same init, batches and augmentation; only BatchNorm statistics differ (16 images per
-    # rank instead of 32). Measured: epoch losses within 0.014 of each other, while five seeds
-    # of the 1-process run spread 0.04 at epoch 2 and 0.10 at epoch 3; their final rotation
-    # accuracies (512 test images) spread 34.8-45.3 % (sd ~4), this pair differs by 7.
+    # rank instead of 32). The first epoch, before those differences compound, is the sharp
+    # check: measured 0.014 apart on an AVX512_BF16 CPU, 0.003 on an AVX2-only one. Later,
+    # as the run leaves the chance plateau, small differences grow like a change of seed:
+    # five seeds of the 1-process run spread 0.04 at epoch 2 and 0.10 at epoch 3 (this pair:
+    # within 0.014 on the bf16 CPU; 0.053 and 0.114 on the AVX2 one). Their final rotation
+    # accuracies (512 test images) spread 34.8-45.3 % (sd ~4).
+    assert abs(curves[0][0] - curves[0][1]) < 0.02, curves
     for loss1, loss2, _, _ in curves:
-        assert abs(loss1 - loss2) < 0.05, curves
+        assert abs(loss1 - loss2) < 0.15, curves
     assert abs(h1[-1]["test_acc"] - h2[-1]["test_acc"]) < 10.0, curves
     # Both learnt: the loss leaves ln 4 = 1.386 (chance) clearly behind.
     assert h1[-1]["train_loss"] < 1.33 and h2[-1]["train_loss"] < 1.33, curves
