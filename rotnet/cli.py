@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from rotnet.errors import RotnetError
+from rotnet.protocol import RANDOM_VARIANTS
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -28,7 +29,8 @@ console = Console(stderr=True)
 # Options shared by the training commands.
 ParamsOpt = typer.Option(None, "--params", help="A params.yaml to start from (the DVC pipeline's).")
 ProfileOpt = typer.Option(None, "--profile", help="paper (CIFAR-10, the reference protocol), "
-                          "quick (minutes on a CPU) or smoke (seconds).")
+                          "paper-authors (the same with the authors' code's 200-epoch "
+                          "pretraining), quick (minutes on a CPU) or smoke (seconds).")
 DatasetOpt = typer.Option(None, "--dataset", help="generated | cifar10 | fashion-mnist | imagefolder.")
 DataRootOpt = typer.Option(None, "--data-root", help="Where the data set lives / is downloaded.")
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs (overrides the profile).")
@@ -115,8 +117,10 @@ def pretrain(
 
 @app.command()
 def probe(
-    checkpoint: Path = typer.Argument(..., help="A pretraining checkpoint.pt (or 'random' for a "
-                                      "randomly initialised backbone)."),
+    checkpoint: Path = typer.Argument(..., help="A pretraining checkpoint.pt, or 'random' for a "
+                                      "randomly initialised backbone (BatchNorm statistics "
+                                      "calibrated on training images), 'random-initial-bn' for "
+                                      "one with BatchNorm as initialised."),
     block: int = typer.Option(2, "--block", help="Which block's output to classify (1-based)."),
     kind: str = typer.Option("nonlinear", "--kind", help="nonlinear (3 FC layers) or conv "
                              "(a fresh NIN block + linear)."),
@@ -134,8 +138,9 @@ def probe(
     config = build_config(params, profile or _checkpoint_profile(checkpoint), set_, {
         **common(dataset, data_root, seed, device), **nested(**{f"{section}__epochs": epochs})})
     data = experiments.load_dataset(config)
-    if str(checkpoint) == "random":
-        backbone = experiments.random_backbone(config, data)
+    if str(checkpoint) in RANDOM_VARIANTS.values():
+        backbone = experiments.random_backbone(config, data,
+                                               calibrated=str(checkpoint) == RANDOM_VARIANTS[True])
     else:
         backbone = experiments.load_backbone(checkpoint, in_channels=data.channels)
     with progress_hooks(f"{kind} probe, block {block}") as hooks:
@@ -146,7 +151,7 @@ def probe(
 
 def _checkpoint_profile(checkpoint: Path) -> Optional[str]:
     """Evaluate with the profile the backbone was pretrained with, unless told otherwise."""
-    if str(checkpoint) == "random":
+    if str(checkpoint) in RANDOM_VARIANTS.values():
         return None
     from rotnet.checkpoint import load_checkpoint
 
@@ -196,7 +201,7 @@ def semisup(
     subsets_dir = subsets_dir or experiments.output_root(config) / "subsets"
     studies.write_subsets(config, subsets_dir)
     for k in config.semisup.per_class:
-        for method in ("rotnet-conv", "supervised"):
+        for method in studies.semisup_methods(k, subsets_dir):
             with progress_hooks(f"{method}, {k} per class") as hooks:
                 result = studies.semisup_run(config, method, k, subsets_dir, backbone=backbone,
                                              out_dir=out, tracker=tracker_for(track), hooks=hooks)
@@ -301,7 +306,7 @@ def ablate(
 
 @app.command("params")
 def params_command(
-    profile: str = typer.Option("paper", "--profile", help="paper, quick or smoke."),
+    profile: str = typer.Option("paper", "--profile", help="paper, paper-authors, quick or smoke."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write here (e.g. params.yaml) "
                                        "instead of printing."),
 ):

@@ -215,6 +215,29 @@ def evaluate(task: Task, data: DeviceData, runtime: Runtime) -> float:
     return 100.0 * correct.item() / total.item()
 
 
+@torch.no_grad()
+def class_accuracy(task: Task, data: ImageData, runtime: Runtime) -> list[float]:
+    """Top-1 accuracy (%) per class on the test split (class index order; NaN for a class
+    with no test image). For classifiers: once, after the final epoch (Table 9)."""
+    task.model.eval()
+    if task.frozen is not None:
+        task.frozen.eval()
+    device_data = DeviceData(data, runtime.device)
+    classes = data.num_classes
+    correct = torch.zeros(classes, device=runtime.device, dtype=torch.long)
+    total = torch.zeros(classes, device=runtime.device, dtype=torch.long)
+    world = runtime.world
+    for start in range(world.rank * EVAL_BATCH, len(data.test_labels), EVAL_BATCH * world.world_size):
+        x, y = make_inputs(task, device_data.test_images[start:start + EVAL_BATCH],
+                           device_data.test_labels[start:start + EVAL_BATCH], device_data, runtime)
+        with runtime.autocast():
+            predicted = forward(task, x).argmax(1)
+        correct += torch.bincount(y[predicted == y], minlength=classes)
+        total += torch.bincount(y, minlength=classes)
+    correct, total = world.sum(correct, total)
+    return (100.0 * correct.double() / total.double()).tolist()
+
+
 def make_optimizer(model: nn.Module, optim: OptimConfig):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum,

@@ -24,12 +24,12 @@ from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data
 from rotnet.distributed import check_batch
 from rotnet.distributed import from_environment as world_from_environment
-from rotnet.engine import Hooks, Runtime, StopRun, Task, fit
+from rotnet.engine import Hooks, Runtime, StopRun, Task, class_accuracy, fit
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
 from rotnet.rotations import rotation_set
-from rotnet.tracking import NullTracker, Tracker, flatten
+from rotnet.tracking import NullTracker, Tracker, class_metric, flatten
 
 METRICS_FILE = "metrics.json"
 RUN_FILE = "mlflow-run-id"  # the folder's MLflow run, written as soon as it is opened
@@ -100,7 +100,9 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
                           config=config.to_dict(), train_indices=train_indices,
                           snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
                           hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
-            metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, runtime.world.is_main)
+            per_class = _per_class_accuracy(task, data, runtime)
+            metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, per_class,
+                              runtime.world.is_main)
         except BaseException as err:
             tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
             raise
@@ -136,14 +138,25 @@ def _open_run(tracker: Tracker, out_dir: Path, run_name: str, config: Config, ta
     return run_id
 
 
+def _per_class_accuracy(task: Task, data: ImageData, runtime: Runtime) -> dict[str, float]:
+    """The final model's test accuracy per class name (Table 9); none for the pretext task."""
+    if task.rotations is not None:
+        return {}
+    return dict(zip(data.classes, class_accuracy(task, data, runtime)))
+
+
 def _finish(tracker: Tracker, out_dir: Path, history: list[dict], run_id: str, resolved: dict,
-            tags: dict, is_main: bool) -> dict:
+            tags: dict, per_class: dict[str, float], is_main: bool) -> dict:
     """The final metrics: logged, tagged, and written to metrics.json (the finished mark)."""
     ckpt_path = out_dir / "checkpoint.pt"
     best = max(history, key=lambda m: m["test_acc"])
     metrics = {"test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"],
                "best_epoch": best["epoch"], "epochs": history[-1]["epoch"],
                "checkpoint_sha256": checkpoint.file_sha256(ckpt_path), "run_id": run_id}
+    if per_class:
+        metrics["test_acc_per_class"] = per_class
+        tracker.log_metrics({class_metric(name): acc for name, acc in per_class.items()},
+                            step=metrics["epochs"])
     tracker.log_metrics({"best_test_acc": best["test_acc"]}, step=best["epoch"])
     tracker.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
                       "checkpoint_sha256": metrics["checkpoint_sha256"]})
@@ -206,22 +219,26 @@ def load_backbone(path: str | Path, *, in_channels: int | None = None) -> Backbo
     return Backbone(model.backbone, lineage, protocol.pretrained_backbone(pretrain_fp, state["epoch"]))
 
 
-def random_backbone(config: Config, data: ImageData, calibration_images: int = 2048) -> Backbone:
+def random_backbone(config: Config, data: ImageData, *, calibrated: bool = True,
+                    calibration_images: int = 2048) -> Backbone:
     """A randomly initialised backbone (the 'random init + conv' baseline, test controls).
 
-    The weights stay random, but BatchNorm's running statistics are estimated on the first
-    `calibration_images` training images: a frozen backbone runs in eval mode, and with the
-    initial statistics (mean 0, variance 1) PyTorch's default init shrinks activations ~10×
-    per block, leaving block-2 features too small for the probe to use at test time."""
+    The weights stay random. `calibrated`: BatchNorm's running statistics are estimated on
+    the first `calibration_images` training images, since a frozen backbone runs in eval
+    mode and with the initial statistics (mean 0, variance 1) PyTorch's default init shrinks
+    activations ~10× per block. Otherwise they stay as initialised, which is what the paper
+    most likely ran (its code builds the network and loads no weights)."""
     _seeded(config.runtime.seed + 7919)  # not the init a pretraining run with this seed had
     p = config.pretrain
     module = NINBackbone(p.blocks, data.channels, p.width)
-    images = data.train_images[:calibration_images]
-    update_bn((normalize(chunk, data.mean, data.std) for chunk in images.split(256)), module)
-    return Backbone(module.eval(), {"pretrain_run_id": "", "pretrain_checkpoint": "random-init",
-                                    "pretrain_checkpoint_sha256": "", "variant": "random",
+    if calibrated:
+        images = data.train_images[:calibration_images]
+        update_bn((normalize(chunk, data.mean, data.std) for chunk in images.split(256)), module)
+    variant = protocol.RANDOM_VARIANTS[calibrated]
+    return Backbone(module.eval(), {"pretrain_run_id": "", "pretrain_checkpoint": variant,
+                                    "pretrain_checkpoint_sha256": "", "variant": variant,
                                     "blocks": p.blocks, "width": p.width},
-                    protocol.random_backbone(config))
+                    protocol.random_backbone(config, calibrated))
 
 
 def classifier_head(kind: str, backbone: NINBackbone, block: int, in_channels: int,
@@ -289,7 +306,10 @@ def supervised(config: Config, *, out_dir: str | Path | None = None, optim: Opti
     arch = {"model": "supervised-nin", "blocks": blocks, "width": width,
             "in_channels": data.channels, "num_classes": data.num_classes}
     out_dir = out_dir or output_root(config) / "supervised" / f"nin-b{blocks}"
-    tags = {"method": "supervised", "blocks": blocks, "width": width, **(extra_tags or {})}
+    # The report places a run on the whole training set at its images per class in Figure 5b.
+    train_images = len(train_indices) if train_indices is not None else len(data.train_labels)
+    tags = {"method": "supervised", "blocks": blocks, "width": width,
+            "train_images": train_images, "num_classes": data.num_classes, **(extra_tags or {})}
     return execute(Task("supervised", model, arch=arch), data, optim or config.supervised.optim,
                    config, out_dir=out_dir, run_name=f"supervised-nin-b{blocks}", tags=tags,
                    model=protocol.supervised_model(blocks, width, subset_per_class),

@@ -22,8 +22,8 @@ def _scaled(channels: int, width: float) -> int:
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> list[nn.Module]:
-    # PyTorch's default init. (The authors' code used He-normal; behind BatchNorm that only
-    # scales the effective learning rate down, which short CPU schedules cannot afford.)
+    # PyTorch's default init, as the authors' backbone had: their code defines a He-normal
+    # routine for the NIN but never calls it. Probe heads are re-initialised by `init_head`.
     return [nn.Conv2d(in_channels, out_channels, kernel, padding=(kernel - 1) // 2, bias=False),
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
 
@@ -100,20 +100,37 @@ class NINClassifier(nn.Module):
         return self.head(self.backbone(x))
 
 
+def init_head(head: nn.Module) -> nn.Module:
+    """The authors' classifier-head init: conv weights He-normal over fan-out
+    (std √(2 / (k·k·out))), linear weights N(0, 2 / out_features), biases 0, BatchNorm 1 / 0."""
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, (2.0 / m.out_features) ** 0.5)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return head
+
+
 def nonlinear_probe(in_features: int, num_classes: int, hidden: int = 200) -> nn.Sequential:
     """Three fully connected layers on the flattened feature map (Tables 1-3)."""
-    return nn.Sequential(
+    return init_head(nn.Sequential(
         nn.Flatten(),
         nn.Linear(in_features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
         nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
         nn.Linear(hidden, num_classes),
-    )
+    ))
 
 
 def conv_probe(in_channels: int, num_classes: int, width: float = 1.0) -> nn.Sequential:
     """'RotNet + conv': a fresh NIN block 3 + global average pool + linear (Table 3)."""
     block = nin_block(3, in_channels, width)
-    return nn.Sequential(block, GlobalAvgPoolLinear(block.out_channels, num_classes))
+    return init_head(nn.Sequential(block, GlobalAvgPoolLinear(block.out_channels, num_classes)))
 
 
 def block_output_shape(backbone: NINBackbone, block: int, in_channels: int,

@@ -45,15 +45,18 @@ def parse_set(item: str) -> dict:
 
 
 SECTION_NOTES = {
-    "profile": "paper | quick | smoke: which defaults the values below were written from",
+    "profile": "paper | paper-authors | quick | smoke: which defaults the values below were "
+               "written from",
     "data": "data stage: which data set (generated | cifar10 | fashion-mnist | imagefolder)",
     "runtime": "every training stage: device, precision, determinism, seed",
     "pretrain": "pretrain@<variant>: RotNet pretraining (dvc.yaml sets blocks/rotations per variant)",
     "probe": "probe@<variant>-block<N>, snapshots: the non-linear probe on frozen features",
     "conv_probe": "table3@conv, table3@random-conv: NIN block 3 + linear on frozen block 2",
     "finetune": "table3@*-finetuned: the probes with the backbone trained too",
-    "supervised": "table3@supervised: the supervised NIN baseline",
-    "semisup": "subsets, semisup@<K>: labelled images per class and the shared schedule",
+    "supervised": "table3@supervised, semisup@<K>: the supervised NIN baseline (also Figure 5b's, "
+                  "on epochs of semisup.optim.epoch_samples images)",
+    "semisup": "subsets, semisup@<K>: labelled images per class, the conv probe's schedule, "
+               "and the epoch size of both methods",
     "snapshots": "snapshots: Figure 5a, a probe every N pretraining epochs",
     "ablation": "ablation: the variant `rotnet ablate` runs (pretraining + a probe per block)",
 }

@@ -20,6 +20,8 @@ import json
 
 from rotnet.config import Config, OptimConfig, PretrainConfig
 
+# The `variant` tag of a random backbone, by whether its BatchNorm statistics were calibrated.
+RANDOM_VARIANTS = {True: "random", False: "random-initial-bn"}
 FINGERPRINT_CHARS = 12  # 48 bits: a collision among a study's few hundred runs is negligible
 
 
@@ -48,10 +50,14 @@ def pretrained_backbone(pretrain_fp: str, epoch: int) -> dict:
     return {"pretrained": pretrain_fp, "epoch": epoch}
 
 
-def random_backbone(config: Config) -> dict:
-    """The seeded random backbone of `experiments.random_backbone`."""
-    return {"random": {"blocks": config.pretrain.blocks, "width": config.pretrain.width,
-                       "seed": config.runtime.seed}}
+def random_backbone(config: Config, calibrated: bool = True) -> dict:
+    """The seeded random backbone of `experiments.random_backbone`; the calibrated one keeps
+    the fingerprint it had before the as-initialised one existed."""
+    random = {"blocks": config.pretrain.blocks, "width": config.pretrain.width,
+              "seed": config.runtime.seed}
+    if not calibrated:
+        random["batchnorm"] = "initial"
+    return {"random": random}
 
 
 def classifier_model(kind: str, block: int, finetune: bool, hidden: int, backbone: dict,

@@ -11,7 +11,7 @@ from rotnet.engine import Hooks
 from rotnet.errors import RotnetError
 from rotnet.experiments import (Backbone, RunResult, load_backbone, load_dataset, output_root, probe,
                                 supervised)
-from rotnet.subsets import read_label_subset, subset_path, write_label_subset
+from rotnet.subsets import covers_training_set, read_label_subset, subset_path, write_label_subset
 from rotnet.tracking import Tracker
 
 
@@ -20,6 +20,15 @@ def write_subsets(config: Config, directory: str | Path) -> list[Path]:
     data = load_dataset(config)
     return [write_label_subset(directory, data.train_labels, k, data.name)
             for k in config.semisup.per_class]
+
+
+def semisup_methods(per_class: int, subsets_dir: str | Path) -> tuple[str, ...]:
+    """The Figure 5b runs to train for `per_class`: both methods, except that a supervised NIN
+    on the whole training set (K = 5000 on CIFAR-10) is the Table 3 supervised run, which the
+    report reuses rather than training it twice."""
+    if covers_training_set(subset_path(subsets_dir, per_class)):
+        return ("rotnet-conv",)
+    return ("rotnet-conv", "supervised")
 
 
 def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | Path, *,
@@ -33,7 +42,7 @@ def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | 
     tags = {"study": "semisup", "subset_per_class": per_class, "subset_size": len(indices),
             "subset_file_sha256": checkpoint.file_sha256(path)}
     root = Path(out_dir) if out_dir else output_root(config) / "semisup"
-    optim = config.semisup.optim
+    optim = config.semisup_optim(method)
     if method == "rotnet-conv":
         if backbone is None:
             raise RotnetError("the rotnet-conv method needs a pretrained checkpoint")

@@ -57,3 +57,9 @@ def read_label_subset(path: str | Path, labels: torch.Tensor) -> torch.Tensor:
         raise RotnetError(f"{path} was made for a training set of {record.get('train_images')} "
                           f"images, this one has {len(labels)}")
     return indices
+
+
+def covers_training_set(path: str | Path) -> bool:
+    """Whether the subset file at `path` holds every training image (K × classes = all)."""
+    record = json.loads(Path(path).read_text())
+    return len(record["indices"]) == record["train_images"]

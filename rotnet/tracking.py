@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,12 @@ from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
 
 EXPERIMENT = "rotnet"
+CLASS_METRIC_PREFIX = "test_acc_class_"  # + class name: a classifier's final per-class accuracy
+
+
+def class_metric(name: str) -> str:
+    """The MLflow metric of class `name`'s test accuracy (characters MLflow refuses -> _)."""
+    return CLASS_METRIC_PREFIX + re.sub(r"[^\w.-]", "_", name)
 
 
 def project_root() -> Path:

@@ -1,5 +1,6 @@
 """DVC stage `semisup@<K>`: with K labelled images per class, the conv probe on the
-4-block RotNet's block 2 vs a supervised NIN trained on those images alone (Figure 5b)."""
+4-block RotNet's block 2 vs a supervised NIN trained on those images alone (Figure 5b).
+Where the subset is the whole training set the supervised point is `table3@supervised`."""
 
 from rotnet import experiments, studies
 from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
@@ -14,7 +15,7 @@ def main(per_class):
     with stage_outputs(f"runs/semisup/{k}") as out_dir:
         results = {method: studies.semisup_run(config, method, k, "runs/subsets", backbone=backbone,
                                                out_dir=out_dir, tracker=tracker)
-                   for method in ("rotnet-conv", "supervised")}
+                   for method in studies.semisup_methods(k, "runs/subsets")}
     write_stage_metrics(f"metrics/semisup/{k}.json", results)
 
 

@@ -1,6 +1,7 @@
 """DVC stage `table3@<method>`: the Table 3 runs besides the block-2 non-linear probe
 (which the `probe` stage makes): RotNet + conv, both fine-tuned variants, the supervised
-NIN, and the conv probe on a random backbone."""
+NIN, and the conv probe on a random backbone: with BatchNorm statistics calibrated on
+training images (`random-conv`) or as initialised (`random-conv-initial-bn`)."""
 
 from rotnet import experiments
 from rotnet.errors import RotnetError
@@ -12,6 +13,7 @@ METHODS = {  # method -> (probe kind, fine-tune)
     "nonlinear-finetuned": ("nonlinear", True),
     "conv-finetuned": ("conv", True),
     "random-conv": ("conv", False),
+    "random-conv-initial-bn": ("conv", False),
 }
 
 
@@ -24,8 +26,9 @@ def main(method):
         elif method in METHODS:
             kind, finetune = METHODS[method]
             data = experiments.load_dataset(config)
-            if method == "random-conv":
-                backbone = experiments.random_backbone(config, data)
+            if method.startswith("random-conv"):
+                backbone = experiments.random_backbone(config, data,
+                                                       calibrated=method == "random-conv")
             else:
                 backbone = experiments.load_backbone(
                     f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")

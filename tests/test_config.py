@@ -220,10 +220,34 @@ def test_read_params_rejects_missing_invalid_and_non_mapping_files(tmp_path):
         read_params(listing)
 
 
-@pytest.mark.parametrize("profile", ["paper", "quick", "smoke"])
+@pytest.mark.parametrize("profile", ["paper", "paper-authors", "quick", "smoke"])
 def test_dumped_params_read_back_to_the_same_config(tmp_path, profile):
     config = Config.from_dict({"profile": profile, "runtime": {"seed": 5}})
     path = tmp_path / "params.yaml"
     path.write_text(dump_params(config))
     assert yaml.safe_load(path.read_text())["runtime"]["seed"] == 5
     assert Config.from_dict(read_params(path)) == config
+
+
+def test_figure5b_supervised_nin_trains_as_the_supervised_baseline_in_the_paper_profile():
+    config = Config()
+    supervised, rotnet_conv = config.semisup_optim("supervised"), config.semisup_optim("rotnet-conv")
+    assert (supervised.epochs, supervised.milestones, supervised.epoch_samples) == \
+        (200, [60, 120, 160], 50_000)
+    check_paper_sgd(supervised)
+    assert (rotnet_conv.epochs, rotnet_conv.milestones, rotnet_conv.epoch_samples) == \
+        (100, [35, 70, 85], 50_000)
+    quick = Config.profile_defaults("quick")  # scaled: the quick supervised NIN's schedule
+    assert quick.semisup_optim("supervised").epochs == quick.supervised.optim.epochs
+    assert quick.semisup_optim("supervised").epoch_samples == quick.semisup.optim.epoch_samples
+
+
+def test_the_authors_schedule_is_a_named_profile():
+    authors, paper = Config.profile_defaults("paper-authors"), Config()
+    assert (authors.pretrain.optim.epochs, authors.pretrain.optim.milestones) == (200, [60, 120, 160])
+    check_paper_sgd(authors.pretrain.optim)
+    assert (paper.pretrain.optim.epochs, paper.pretrain.optim.milestones) == (100, [30, 60, 80])
+    # only pretraining differs from the paper profile
+    assert authors.to_dict() | {"profile": "paper", "pretrain": None} == \
+        paper.to_dict() | {"pretrain": None}
+    assert "paper-authors" in dump_params(authors).splitlines()[0]

@@ -218,6 +218,41 @@ def test_random_backbone_batchnorm_is_calibrated_on_the_data(make_config, tiny_d
     assert uncalibrated < frozen / 10, (uncalibrated, frozen)
 
 
+def test_the_as_initialised_random_backbone_keeps_initial_batchnorm_statistics(make_config,
+                                                                               tiny_data):
+    """'Random init + conv' as the paper most likely ran it: BatchNorm running mean 0 and
+    variance 1, as built; the calibrated backbone has the same weights, other statistics."""
+    config = make_config()
+    initial = experiments.random_backbone(config, tiny_data, calibrated=False)
+    calibrated = experiments.random_backbone(config, tiny_data)
+    norms = [m for m in initial.module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.running_mean.any() and bool((m.running_var == 1).all())
+                         for m in norms)
+    a, b = initial.module.state_dict(), calibrated.module.state_dict()
+    assert torch.equal(a["blocks.0.0.weight"], b["blocks.0.0.weight"])
+    assert not torch.equal(a["blocks.0.1.running_mean"], b["blocks.0.1.running_mean"])
+    assert (initial.lineage["variant"], calibrated.lineage["variant"]) == ("random-initial-bn", "random")
+    assert initial.protocol != calibrated.protocol
+
+
+def test_classifier_runs_log_per_class_test_accuracy_at_the_final_epoch(tmp_path, make_config,
+                                                                       tiny_data, tracking_store):
+    config = make_config({"supervised": {"optim": {"epochs": 2}}})
+    result = experiments.supervised(config, out_dir=tmp_path, data=tiny_data)
+    per_class = result.metrics["test_acc_per_class"]
+    assert list(per_class) == list(tiny_data.classes)
+    counts = torch.bincount(tiny_data.test_labels, minlength=tiny_data.num_classes).tolist()
+    # weighted by the test images of each class, the per-class numbers give the overall one
+    overall = sum(acc * n for acc, n in zip(per_class.values(), counts) if n) / sum(counts)
+    assert overall == pytest.approx(result.metrics["test_acc"])
+    run = tracking_store.run(result.run_id)
+    for name, acc in per_class.items():
+        if acc == acc:  # NaN for a class without test images
+            assert run.data.metrics[f"test_acc_class_{name}"] == pytest.approx(acc)
+            assert tracking_store.history(result.run_id, f"test_acc_class_{name}")[0][0] == 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["test_acc_per_class"] == per_class
+
+
 # ---- bad input: a RotnetError, and nothing that looks like a finished run ---------------
 
 

@@ -202,3 +202,34 @@ def test_conv_probe_follows_the_width_of_its_input():
     assert [(c.in_channels, c.out_channels) for c in convs] == [(24, 24), (24, 24), (24, 24)]
     with torch.no_grad():
         assert probe(torch.randn(2, 24, 8, 8)).shape == (2, 10)
+
+
+# ---- initialisation: the authors' classifier heads, PyTorch's default backbone ---------
+
+
+def _std_close(weight: torch.Tensor, want: float, tolerance: float = 0.05) -> bool:
+    return abs(weight.float().std().item() / want - 1) < tolerance and abs(weight.mean().item()) < want / 20
+
+
+def test_probe_heads_are_he_normal_over_fan_out_and_linear_n0_2_over_fan_out():
+    torch.manual_seed(0)
+    head = conv_probe(192, 10)
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs:  # He-normal, fan_out = k·k·out (the authors' classifiers)
+        k, out = conv.kernel_size[0], conv.out_channels
+        assert _std_close(conv.weight, (2 / (k * k * out)) ** 0.5), conv
+    linears = [m for m in nonlinear_probe(192 * 8 * 8, 10).modules() if isinstance(m, nn.Linear)]
+    linears += [m for m in head.modules() if isinstance(m, nn.Linear)]
+    for linear in linears:  # N(0, 2 / fan_out): std √(2 / out_features), bias 0
+        if linear.weight.numel() >= 1000:  # enough weights for the statistic
+            assert _std_close(linear.weight, (2 / linear.out_features) ** 0.5), linear
+        assert linear.bias is None or not linear.bias.any()
+    last = linears[-1]  # 192 → 10: too few weights for a tight bound, but far from default
+    assert last.weight.std().item() > 0.25  # PyTorch's default would be ≤ 1/√192 ≈ 0.07
+
+
+def test_the_backbone_keeps_pytorchs_default_init():
+    torch.manual_seed(0)
+    conv = NINBackbone(3).blocks[2][0]  # 3×3, 192 → 192: kaiming_uniform(a=√5) by default
+    fan_in = conv.in_channels * 9
+    assert _std_close(conv.weight, (1 / (3 * fan_in)) ** 0.5)

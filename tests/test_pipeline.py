@@ -33,7 +33,7 @@ def test_smoke_pipeline_end_to_end(project):
     run(["dvc", "repro"], dest, env)
 
     reports = dest / "reports"
-    for name in ("table1.md", "table2.md", "table3.md", "figure5a.png", "figure5b.png"):
+    for name in ("table1.md", "table2.md", "table3.md", "table9.md", "figure5a.png", "figure5b.png"):
         assert (reports / name).is_file() and (reports / name).stat().st_size > 0, name
     for name in ("table1.md", "table2.md", "table3.md"):
         assert "paper" in (reports / name).read_text().lower()

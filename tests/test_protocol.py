@@ -75,6 +75,10 @@ def test_runs_carry_the_fingerprint_the_report_expects(tiny_pretrained, tiny_dat
         "random-conv": ({**PROBE_B2, "method": "conv", "variant": "random"}, lambda out: experiments.probe(
             config, experiments.random_backbone(config, tiny_data), kind="conv", out_dir=out,
             tracker=NullTracker(), data=tiny_data)),
+        "random-conv-initial-bn": ({**PROBE_B2, "method": "conv", "variant": "random-initial-bn"},
+                                   lambda out: experiments.probe(
+            config, experiments.random_backbone(config, tiny_data, calibrated=False), kind="conv",
+            out_dir=out, tracker=NullTracker(), data=tiny_data)),
         "supervised": ({"kind": "supervised"}, lambda out: experiments.supervised(
             config, out_dir=out, tracker=NullTracker(), data=tiny_data)),
     }
@@ -99,3 +103,22 @@ def test_semisup_runs_carry_their_subset(tiny_pretrained, tmp_path):
 
 def test_one_fingerprint_for_a_set_ignores_order():
     assert protocol.combined(["b", "a"]) == protocol.combined(["a", "b"]) != protocol.combined(["a"])
+
+
+def test_figure5b_supervised_runs_train_as_the_supervised_nin_and_skip_the_whole_set(tmp_path):
+    config = tiny_config({"data": {"train_size": 60},  # 6 per class
+                          "supervised": {"optim": {"epochs": 2}},
+                          "semisup": {"optim": {"epochs": 1, "epoch_samples": 48}}})
+    data = experiments.load_dataset(config)
+    subsets = tmp_path / "subsets"
+    write_label_subset(subsets, data.train_labels, 1, data.name)
+    write_label_subset(subsets, data.train_labels, len(data.train_labels) // data.num_classes,
+                       data.name)  # every training image: the Table 3 supervised run
+    assert studies.semisup_methods(1, subsets) == ("rotnet-conv", "supervised")
+    assert studies.semisup_methods(len(data.train_labels) // data.num_classes, subsets) == \
+        ("rotnet-conv",)
+    result = studies.semisup_run(config, "supervised", 1, subsets, out_dir=tmp_path,
+                                 tracker=NullTracker())
+    assert [m["epoch"] for m in result.history] == [1, 2]  # supervised.optim's epochs
+    assert _tags(result.out_dir)["fingerprint"] == \
+        expected_fingerprint(config, {"kind": "supervised"}, subset_per_class=1)

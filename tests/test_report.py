@@ -35,7 +35,8 @@ def fingerprint(tags: dict, config: Config = CONFIG) -> str:
 
 
 def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: str = PROFILE,
-            config: Config | None = None, runtime: dict = RUNTIME) -> str:
+            config: Config | None = None, runtime: dict = RUNTIME,
+            per_class: dict | None = None) -> str:
     """A run as the experiments make it (in the module store: the `store` fixture sets
     MLFLOW_TRACKING_URI for the whole module): tags with the fingerprint `config` implies,
     test_acc per epoch, then a final status."""
@@ -48,6 +49,9 @@ def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: st
     for epoch, acc in enumerate(accs, 1):
         tracker.log_metrics({"test_acc": acc}, step=epoch)
     tracker.log_metrics({"best_test_acc": max(accs)}, step=1 + accs.index(max(accs)))
+    if per_class:  # as experiments log them: once, at the final epoch
+        tracker.log_metrics({tracking.class_metric(k): v for k, v in per_class.items()},
+                            step=len(accs))
     tracker.finish(status)
     return run_id
 
@@ -81,10 +85,13 @@ def store(tmp_path_factory):
                                runtime={**RUNTIME, "resolved.precision": "bf16"}),
             "b4r8_b1": log_run(probe_tags("b4-r8", 1), [83.0, 83.5]),
             "b4r8_b1_other_lr": log_run(probe_tags("b4-r8", 1), [98.5], config=OTHER_LR),
-            "conv": log_run(probe_tags("b4-r4", 2, "conv"), [90.0, 91.0]),
+            "conv": log_run(probe_tags("b4-r4", 2, "conv"), [90.0, 91.0],
+                            per_class={"airplane": 88.0, "truck": 95.5}),
             "conv_ft": log_run(probe_tags("b4-r4", 2, "conv-finetuned"), [92.0, 92.5]),
             "supervised": log_run({"kind": "supervised", "method": "supervised", "blocks": 3},
-                                  [91.0, 92.25]),
+                                  [91.0, 92.25], per_class={"airplane": 90.5, "truck": 97.0}),
+            "random_initial_bn": log_run(probe_tags("random-initial-bn", 2, "conv"), [30.0, 35.5]),
+            "random_calibrated": log_run(probe_tags("random", 2, "conv"), [40.0, 45.25]),
             "other_profile": log_run(probe_tags("b3-r4", 1), [11.11], profile="smoke"),
             # Figure 5b (study runs: must stay out of the tables)
             "semi_sup_20": log_run({"kind": "supervised", "method": "supervised", "study": "semisup",
@@ -112,7 +119,8 @@ def cell(store, table, row, column="accuracy"):
 
 def test_writes_every_file(store):
     names = sorted(p.name for p in store["paths"])
-    assert names == sorted(["table1.md", "table2.md", "table3.md", "figure5a.png", "figure5b.png",
+    assert names == sorted(["table1.md", "table2.md", "table3.md", "table9.md", "figure5a.png",
+                            "figure5b.png",
                             "figures.md", "runs.json"])
     assert all(p.is_file() for p in store["paths"])
 
@@ -271,3 +279,40 @@ def test_run_links_point_at_the_ui_serving_the_store(monkeypatch):
     monkeypatch.setenv(report.UI_ENV, "https://ui.example/")
     assert report.ui_base() == "https://ui.example"
     assert report.ui_base("http://given:1") == "http://given:1"
+
+
+def test_both_random_init_rows_with_the_paper_value_on_the_as_initialised_one(store):
+    ids, table3 = store["ids"], (store["out"] / "table3.md").read_text()
+    initial = cell(store, "table3", "Random init + conv (BatchNorm as initialised)")
+    calibrated = cell(store, "table3", "Random init + conv (BatchNorm calibrated on training images)")
+    assert (initial["run_id"], initial["paper"]) == (ids["random_initial_bn"], 72.50)
+    assert (calibrated["run_id"], calibrated["paper"]) == (ids["random_calibrated"], None)
+    assert initial["fingerprint"] != calibrated["fingerprint"]
+    assert "| Random init + conv (BatchNorm as initialised) | 35.50 | 72.50 | -37.00 |" in table3
+    assert ("| Random init + conv (BatchNorm calibrated on training images) | 45.25 | — | — |"
+            in table3)
+
+
+def test_table9_gives_per_class_accuracy_of_the_table3_runs(store):
+    ids, table9 = store["ids"], (store["out"] / "table9.md").read_text()
+    assert "| airplane | 90.50 / 93.70 (-3.20) | 88.00 / 91.70 (-3.70) |" in table9
+    assert "| truck | 97.00 / 95.20 (+1.80) | 95.50 / 94.20 (+1.30) |" in table9
+    assert table9.index("| airplane |") < table9.index("| truck |")  # the data set's order
+    assert "| bird |" not in table9  # no class the runs did not log
+    assert f"/runs/{ids['supervised']})" in table9 and f"/runs/{ids['conv']})" in table9
+    assert "final-epoch" in table9
+
+
+def test_the_whole_training_set_supervised_run_is_the_figure5b_point(store):
+    """Figure 5b's supervised point at K = all training images per class is the Table 3
+    supervised run (5000 per class on CIFAR-10), not a second training."""
+    paper = protocol("paper")
+    tags = {"kind": "supervised", "method": "supervised", "profile": "paper",
+            "fingerprint": fingerprint({"kind": "supervised"}, paper), "num_classes": "10"}
+
+    def run(train_images: int) -> report.Run:
+        return report.Run("r1", "0", "sup", 1, {**tags, "train_images": str(train_images)}, 92.0, 92.5)
+
+    (point,) = report.whole_set_supervised_point(paper, [run(50_000)])
+    assert (point.figure, point.series, point.x, point.value) == ("figure5b", "supervised NIN", 5000, 92.0)
+    assert report.whole_set_supervised_point(paper, [run(1_600)]) == []  # 160 per class: no K
