@@ -54,6 +54,19 @@ def load_dataset(config: Config) -> ImageData:
                      test_size=d.test_size, download=d.download)
 
 
+def unique_run_name(base: str, tags: dict) -> str:
+    """`base` (method, block, variant) plus what else tells runs apart in the MLflow UI:
+    the snapshot epoch or label subset of a study run, the seed, and a fingerprint prefix
+    (different epochs, sizes, schedules), e.g. `nonlinear-block2-b4-r4-k100-s0-3fa2c1`."""
+    parts = [base]
+    if "snapshot_epoch" in tags:
+        parts.append(f"ep{int(tags['snapshot_epoch']):03d}")
+    if "subset_per_class" in tags:
+        parts.append(f"k{tags['subset_per_class']}")
+    parts += [f"s{tags['seed']}", tags["fingerprint"][:6]]
+    return "-".join(parts)
+
+
 def _seeded(seed: int):
     torch.manual_seed(seed)
 
@@ -84,7 +97,9 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
                                    "fingerprint": protocol.fingerprint(config, optim, model),
                                    **{f"resolved.{k}": v for k, v in resolved.items()},
                                    **tags}.items()}
-    run_id = tracker.start(run_name, flatten(config.to_dict()), tags, resume_run_id=resume_id)
+    run_id = tracker.start(unique_run_name(run_name, tags),
+                           flatten(protocol.run_params(config, optim, model)), tags,
+                           resume_run_id=resume_id)
     user_hooks = hooks or Hooks()
 
     def on_epoch_end(metrics: dict) -> None:
