@@ -3,12 +3,14 @@
 from rotnet import experiments
 from rotnet.pipeline import (run_stage, stage_config, stage_tracker, with_variant, write_history_csv,
                              write_stage_metrics)
+from rotnet.progress import progress_hooks
 
 
 def main(variant):
     config = with_variant(stage_config(), variant)
-    result = experiments.pretrain(config, f"runs/pretrain/{variant}",
-                                  tracker=stage_tracker(f"pretrain@{variant}"))
+    with progress_hooks(f"pretrain@{variant}") as hooks:
+        result = experiments.pretrain(config, f"runs/pretrain/{variant}", hooks=hooks,
+                                      tracker=stage_tracker(f"pretrain@{variant}"))
     write_stage_metrics(f"metrics/pretrain/{variant}.json", {"rotation": result})
     write_history_csv(f"plots/pretrain/{variant}.csv", result.history)
 

@@ -2,13 +2,16 @@
 
 from rotnet import experiments
 from rotnet.pipeline import run_stage, stage_config, stage_tracker, write_history_csv, write_stage_metrics
+from rotnet.progress import progress_hooks
 
 
 def main(variant, block):
     name = f"{variant}-block{block}"
     backbone = experiments.load_backbone(f"runs/pretrain/{variant}/checkpoint.pt")
-    result = experiments.probe(stage_config(), backbone, kind="nonlinear", block=int(block),
-                               out_dir=f"runs/probe/{name}", tracker=stage_tracker(f"probe@{name}"))
+    with progress_hooks(f"probe@{name}") as hooks:
+        result = experiments.probe(stage_config(), backbone, kind="nonlinear", block=int(block),
+                                   out_dir=f"runs/probe/{name}", hooks=hooks,
+                                   tracker=stage_tracker(f"probe@{name}"))
     write_stage_metrics(f"metrics/probe/{name}.json", {"nonlinear": result})
     write_history_csv(f"plots/probe/{name}.csv", result.history)
 

@@ -3,6 +3,7 @@ RotNet (Figure 5a)."""
 
 from rotnet import studies
 from rotnet.pipeline import BASELINE_VARIANT, run_stage, stage_config, stage_tracker, write_stage_metrics
+from rotnet.progress import progress_hooks
 
 
 def main():
@@ -14,8 +15,10 @@ def main():
         epoch = int(snapshot.stem.removeprefix("snapshot-epoch"))
         if epoch % every:
             continue  # snapshots are kept more often than Figure 5a samples them
-        results[f"epoch{epoch:03d}"] = studies.snapshot_probe(
-            config, snapshot, out_dir=f"runs/snapshots/{BASELINE_VARIANT}", tracker=tracker)
+        with progress_hooks(f"snapshots {snapshot.stem}") as hooks:
+            results[f"epoch{epoch:03d}"] = studies.snapshot_probe(
+                config, snapshot, out_dir=f"runs/snapshots/{BASELINE_VARIANT}", tracker=tracker,
+                hooks=hooks)
     write_stage_metrics("metrics/snapshots.json", results)
 
 

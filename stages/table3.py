@@ -6,6 +6,7 @@ from rotnet import experiments
 from rotnet.errors import RotnetError
 from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_tracker,
                              write_history_csv, write_stage_metrics)
+from rotnet.progress import progress_hooks
 
 METHODS = {  # method -> (probe kind, fine-tune)
     "conv": ("conv", False),
@@ -16,25 +17,29 @@ METHODS = {  # method -> (probe kind, fine-tune)
 
 
 def main(method):
+    with progress_hooks(f"table3@{method}") as hooks:
+        result = train(method, hooks)
+    write_stage_metrics(f"metrics/table3/{method}.json", {method: result})
+    write_history_csv(f"plots/table3/{method}.csv", result.history)
+
+
+def train(method, hooks):
     config = stage_config()
     tracker = stage_tracker(f"table3@{method}")
     out_dir = f"runs/table3/{method}"
     if method == "supervised":
-        result = experiments.supervised(config, out_dir=out_dir, tracker=tracker)
-    elif method in METHODS:
-        kind, finetune = METHODS[method]
-        data = experiments.load_dataset(config)
-        if method == "random-conv":
-            backbone = experiments.random_backbone(config, data)
-        else:
-            backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
-        result = experiments.probe(config, backbone, kind=kind, block=2, finetune=finetune,
-                                   out_dir=out_dir, tracker=tracker, data=data)
-    else:
+        return experiments.supervised(config, out_dir=out_dir, tracker=tracker, hooks=hooks)
+    if method not in METHODS:
         raise RotnetError(f"unknown Table 3 method {method!r}; choose supervised or "
                           f"{', '.join(METHODS)}")
-    write_stage_metrics(f"metrics/table3/{method}.json", {method: result})
-    write_history_csv(f"plots/table3/{method}.csv", result.history)
+    kind, finetune = METHODS[method]
+    data = experiments.load_dataset(config)
+    if method == "random-conv":
+        backbone = experiments.random_backbone(config, data)
+    else:
+        backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
+    return experiments.probe(config, backbone, kind=kind, block=2, finetune=finetune,
+                             out_dir=out_dir, tracker=tracker, hooks=hooks, data=data)
 
 
 if __name__ == "__main__":
