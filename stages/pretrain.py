@@ -2,7 +2,7 @@
 
 from rotnet import experiments
 from rotnet.pipeline import (run_stage, stage_config, stage_tracker, with_variant, write_history_csv,
-                             write_stage_metrics)
+                             write_run_metrics)
 from rotnet.progress import progress_hooks
 
 
@@ -11,7 +11,7 @@ def main(variant):
     with progress_hooks(f"pretrain@{variant}") as hooks:
         result = experiments.pretrain(config, f"runs/pretrain/{variant}", hooks=hooks,
                                       tracker=stage_tracker(f"pretrain@{variant}"))
-    write_stage_metrics(f"metrics/pretrain/{variant}.json", {"rotation": result})
+    write_run_metrics(f"metrics/pretrain/{variant}.json", result)
     write_history_csv(f"plots/pretrain/{variant}.csv", result.history)
 
 

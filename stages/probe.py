@@ -1,7 +1,7 @@
 """DVC stage `probe@<variant>-block<N>`: the non-linear probe on block N (Tables 1 and 2)."""
 
 from rotnet import experiments
-from rotnet.pipeline import run_stage, stage_config, stage_tracker, write_history_csv, write_stage_metrics
+from rotnet.pipeline import run_stage, stage_config, stage_tracker, write_history_csv, write_run_metrics
 from rotnet.progress import progress_hooks
 
 
@@ -12,7 +12,7 @@ def main(variant, block):
         result = experiments.probe(stage_config(), backbone, kind="nonlinear", block=int(block),
                                    out_dir=f"runs/probe/{name}", hooks=hooks,
                                    tracker=stage_tracker(f"probe@{name}"))
-    write_stage_metrics(f"metrics/probe/{name}.json", {"nonlinear": result})
+    write_run_metrics(f"metrics/probe/{name}.json", result)
     write_history_csv(f"plots/probe/{name}.csv", result.history)
 
 

@@ -2,7 +2,7 @@
 4-block RotNet's block 2 vs a supervised NIN trained on those images alone (Figure 5b)."""
 
 from rotnet import experiments, studies
-from rotnet.pipeline import BASELINE_VARIANT, run_stage, stage_config, stage_tracker, write_stage_metrics
+from rotnet.pipeline import BASELINE_VARIANT, run_stage, stage_config, stage_tracker, write_run_metrics
 from rotnet.progress import progress_hooks
 
 
@@ -11,13 +11,12 @@ def main(per_class):
     config = stage_config()
     tracker = stage_tracker(f"semisup@{k}")
     backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
-    results = {}
     for method in ("rotnet-conv", "supervised"):
         with progress_hooks(f"semisup@{k} {method}") as hooks:
-            results[method] = studies.semisup_run(config, method, k, "runs/subsets", hooks=hooks,
-                                                  backbone=backbone, out_dir=f"runs/semisup/{k}",
-                                                  tracker=tracker)
-    write_stage_metrics(f"metrics/semisup/{k}.json", results)
+            result = studies.semisup_run(config, method, k, "runs/subsets", hooks=hooks,
+                                         backbone=backbone, out_dir=f"runs/semisup/{k}",
+                                         tracker=tracker)
+        write_run_metrics(f"metrics/semisup/{k}/{method}.json", result)
 
 
 if __name__ == "__main__":

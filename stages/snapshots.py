@@ -2,24 +2,21 @@
 RotNet (Figure 5a)."""
 
 from rotnet import studies
-from rotnet.pipeline import BASELINE_VARIANT, run_stage, stage_config, stage_tracker, write_stage_metrics
+from rotnet.pipeline import BASELINE_VARIANT, run_stage, stage_config, stage_tracker, write_run_metrics
 from rotnet.progress import progress_hooks
 
 
 def main():
     config = stage_config()
     tracker = stage_tracker("snapshots")
-    results = {}
     for snapshot in studies.snapshot_files(f"runs/pretrain/{BASELINE_VARIANT}"):
-        every = config.snapshots.every
         epoch = int(snapshot.stem.removeprefix("snapshot-epoch"))
-        if epoch % every:
+        if epoch % config.snapshots.every:
             continue  # snapshots are kept more often than Figure 5a samples them
         with progress_hooks(f"snapshots {snapshot.stem}") as hooks:
-            results[f"epoch{epoch:03d}"] = studies.snapshot_probe(
-                config, snapshot, out_dir=f"runs/snapshots/{BASELINE_VARIANT}", tracker=tracker,
-                hooks=hooks)
-    write_stage_metrics("metrics/snapshots.json", results)
+            result = studies.snapshot_probe(config, snapshot, tracker=tracker, hooks=hooks,
+                                            out_dir=f"runs/snapshots/{BASELINE_VARIANT}")
+        write_run_metrics(f"metrics/snapshots/epoch{epoch:03d}.json", result)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ NIN, and the conv probe on a random backbone."""
 from rotnet import experiments
 from rotnet.errors import RotnetError
 from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_tracker,
-                             write_history_csv, write_stage_metrics)
+                             write_history_csv, write_run_metrics)
 from rotnet.progress import progress_hooks
 
 METHODS = {  # method -> (probe kind, fine-tune)
@@ -19,7 +19,7 @@ METHODS = {  # method -> (probe kind, fine-tune)
 def main(method):
     with progress_hooks(f"table3@{method}") as hooks:
         result = train(method, hooks)
-    write_stage_metrics(f"metrics/table3/{method}.json", {method: result})
+    write_run_metrics(f"metrics/table3/{method}.json", result)
     write_history_csv(f"plots/table3/{method}.csv", result.history)
 
 
