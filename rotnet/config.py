@@ -1,6 +1,6 @@
 """One typed configuration for every experiment, with the profiles paper / quick / smoke.
 
-The defaults of the dataclasses ARE the paper protocol on CIFAR-10 (REFERENCE.md);
+The defaults of the dataclasses ARE the paper protocol on CIFAR-10 (Gidaris et al., ICLR 2018);
 `quick` and `smoke` are small override dicts on top of them, so the CLI, `params.yaml`
 and the tests all describe a run the same way. `Config.from_dict` validates once,
 strictly: an unknown key or a wrong type is a one-line `RotnetError`.
