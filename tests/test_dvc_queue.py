@@ -97,6 +97,6 @@ def test_two_queued_experiments_run_in_parallel(project):
     exps_dir = str(dest / ".dvc" / "tmp" / "exps")
     assert all(r[2].startswith(exps_dir) for r in runs), runs
 
-    # The stage processes imported rotnet from their temporary copy, not /work/main.
+    # The stage processes imported rotnet from their temporary copy, not the checkout the test runs from.
     imports = [line for line in (tmp / "imports.log").read_text().splitlines() if line]
     assert imports and all(line.startswith(exps_dir) for line in imports), imports
