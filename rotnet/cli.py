@@ -18,6 +18,7 @@ from rich.console import Console
 from rotnet import __version__
 from rotnet.config import BLOCK_CHOICES, DATASETS, PROBE_KINDS, PROFILES, ROTATION_SET_NAMES
 from rotnet.errors import RotnetError
+from rotnet.tune import TARGETS as TUNE_TARGETS
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -372,8 +373,9 @@ def tune(
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage, e.g. "
                                           "sqlite:////abs/optuna.db (default <project>/optuna.db)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler."),
-    target: str = typer.Option("probe", "--target", help="probe (the non-linear probe's optimiser) "
-                               "or pretrain (pretraining's, scored by validation rotation accuracy)."),
+    target: str = choice_option("probe", "--target", TUNE_TARGETS, "probe (the non-linear probe's "
+                                "optimiser) or pretrain (pretraining's, scored by validation "
+                                "rotation accuracy)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of the TRAINING set held "
                                        "out per class for validation (the test set is never used)."),
     min_epochs: Optional[int] = typer.Option(None, "--min-epochs", help="Fewest epochs a trial may "

@@ -178,6 +178,7 @@ CHOICE_CASES = [
     (["probe", "x.pt", "--kind", "svm"], "--kind svm: choose one of nonlinear, conv"),
     (["params", "--profile", "huge"], "--profile huge: choose one of paper, quick, smoke"),
     (["report", "--profile", "huge"], "--profile huge"),
+    (["tune", "--target", "probes"], "--target probes: choose one of probe, pretrain"),
 ]
 
 
