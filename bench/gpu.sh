@@ -38,7 +38,7 @@ DATA=(--profile paper --dataset generated --set "data.train_size=$TRAIN" --set "
 epochs() {  # name, checkpoint: per-epoch figures from the checkpoint's history
   python3 - "$1" "$2" <<'PY' | tee -a "$OUT/cli.txt"
 import sys, torch
-state = torch.load(sys.argv[2], map_location="cpu", weights_only=False)
+state = torch.load(sys.argv[2], map_location="cpu", weights_only=True)
 for m in state["history"]:
     print(sys.argv[1], {k: round(v, 2) for k, v in m.items() if isinstance(v, float)})
 PY

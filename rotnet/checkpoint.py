@@ -3,7 +3,9 @@ atomically, and one generic resume function used by every experiment.
 
 A checkpoint is a plain `torch.save` dict with a format marker, so a file that is not a
 rotnet checkpoint, or one from a different architecture, is refused with a clear error
-instead of a shape mismatch deep inside `load_state_dict`.
+instead of a shape mismatch deep inside `load_state_dict`. It holds only tensors, numbers,
+strings, lists and dicts (RNG states as tensors) and is read with `weights_only=True`:
+checkpoints travel between people, and a full unpickler runs whatever code a file names.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import torch
 from rotnet.config import flatten
 from rotnet.errors import RotnetError
 
-FORMAT = "rotnet-checkpoint/1"
+FORMAT = "rotnet-checkpoint/2"  # /2: RNG states as tensors, loadable weights_only
+
+
+TMP_MARK = ".tmp-"
 
 
 def atomic_write(path: str | Path, write) -> None:
     """Call `write(tmp_path)`, then rename onto `path`: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -40,9 +45,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def remove_stale_temp_files(directory: str | Path) -> None:
+    """Half-written files a killed process left (call only while holding the folder's lock)."""
+    for tmp in Path(directory).glob(f".*{TMP_MARK}*"):
+        tmp.unlink(missing_ok=True)
+
+
 def rng_states() -> dict:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-              "python": random.getstate()}
+    """Every generator's state as tensors and numbers (what `weights_only` loading accepts)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    states = {"torch": torch.get_rng_state(),
+              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+              "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64),
+                         "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -50,8 +67,11 @@ def rng_states() -> dict:
 
 def restore_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -74,8 +94,11 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
     if not path.is_file():
         raise RotnetError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # also what weights_only raises for any code a file names
+        raise RotnetError(f"{path} is not a rotnet checkpoint (it holds more than tensors and "
+                          "plain values; refused unread)") from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
             OSError) as err:  # OSError: a truncated zip (torch raises EINVAL)
         raise RotnetError(f"{path} is not a readable checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -233,9 +233,12 @@ def semisup(
 
     config = build_config(params, profile or _checkpoint_profile(checkpoint), set_, {
         **common(dataset, data_root, seed, device), **nested(semisup__per_class=per_class)})
+    from rotnet.hardware import check_device_available
+
+    backbone = experiments.load_backbone(checkpoint)  # refused before any subset file is written
+    check_device_available(config.runtime.device)
     subsets_dir = subsets_dir or experiments.output_root(config) / "subsets"
     studies.write_subsets(config, subsets_dir)
-    backbone = experiments.load_backbone(checkpoint)
     for k in config.semisup.per_class:
         for method in ("rotnet-conv", "supervised"):
             with progress_hooks(f"{method}, {k} per class") as hooks:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ ROTATION_SET_NAMES = ("4", "8", "2", "2-perp")
 BLOCK_CHOICES = (3, 4, 5)
 PROBE_KINDS = ("nonlinear", "conv")
 PRECISIONS = ("auto", "bf16", "fp32")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -164,19 +167,33 @@ class Config:
         check(self.pretrain.rotations in ROTATION_SET_NAMES,
               f"unsupported rotation set {self.pretrain.rotations!r}; "
               f"choose one of {', '.join(ROTATION_SET_NAMES)}")
-        check(self.pretrain.width > 0, f"pretrain.width must be > 0 (got {self.pretrain.width})")
+        check(self.pretrain.width > 0 and math.isfinite(self.pretrain.width),
+              f"pretrain.width must be a finite number > 0 (got {self.pretrain.width})")
         for name, probe in (("probe", self.probe), ("conv_probe", self.conv_probe)):
             check(probe.kind in PROBE_KINDS,
                   f"{name}.kind must be one of {', '.join(PROBE_KINDS)} (got {probe.kind!r})")
             check(1 <= probe.block <= 5, f"{name}.block must be between 1 and 5 (got {probe.block})")
+            check(probe.hidden >= 1, f"{name}.hidden must be >= 1 (got {probe.hidden})")
         for name, optim in self.optim_sections():
             check(optim.epochs >= 1, f"{name}.epochs must be >= 1 (got {optim.epochs})")
             check(optim.batch_size >= 1, f"{name}.batch_size must be >= 1 (got {optim.batch_size})")
-            check(optim.lr > 0, f"{name}.lr must be > 0 (got {optim.lr})")
+            check(optim.lr > 0 and math.isfinite(optim.lr),
+                  f"{name}.lr must be a finite number > 0 (got {optim.lr})")
+            check(optim.weight_decay >= 0 and math.isfinite(optim.weight_decay),
+                  f"{name}.weight_decay must be a finite number >= 0 (got {optim.weight_decay})")
+            check(optim.momentum >= 0 and math.isfinite(optim.momentum),
+                  f"{name}.momentum must be a finite number >= 0 (got {optim.momentum})")
+            check(optim.momentum > 0 or not optim.nesterov,  # torch's SGD refuses the pair
+                  f"{name}.nesterov needs {name}.momentum > 0 (got {optim.momentum})")
+            check(optim.lr_decay > 0 and math.isfinite(optim.lr_decay),
+                  f"{name}.lr_decay must be a finite number > 0 (got {optim.lr_decay})")
             check(optim.epoch_samples is None or optim.epoch_samples >= 1,
                   f"{name}.epoch_samples must be >= 1")
         check(all(k >= 1 for k in self.semisup.per_class), "semisup.per_class values must be >= 1")
         check(self.snapshots.every >= 1, "snapshots.every must be >= 1")
+        check(self.runtime.log_every >= 1, f"runtime.log_every must be >= 1 (got {self.runtime.log_every})")
+        check(DEVICE_PATTERN.fullmatch(self.runtime.device) is not None,
+              f"runtime.device must be auto, cpu, cuda or cuda:N (got {self.runtime.device!r})")
         check(self.runtime.precision in PRECISIONS,
               f"runtime.precision must be one of {', '.join(PRECISIONS)} (got {self.runtime.precision!r})")
         for size_name in ("train_size", "test_size"):

@@ -226,6 +226,9 @@ def _load_image_folder(root: Path, seed: int):
         # At least one test image per class, but a class of one image keeps it for training.
         held_out = max(1, round(len(members) * FOLDER_TEST_FRACTION)) if len(members) > 1 else 0
         is_test[members[:held_out]] = True
+    if not is_test.any():  # an empty test split would divide by zero after the first epoch
+        raise RotnetError(f"image folder {root} leaves no test images: every class has one image; "
+                          "add images or give it train/ and test/ folders")
     test = torch.from_numpy(is_test)
     return (images[~test], labels[~test]), (images[test], labels[test]), classes
 

@@ -13,6 +13,7 @@ run identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -30,6 +31,8 @@ from rotnet.augment import apply_crop_flip, draw_crop_flip, normalize
 from rotnet.config import OptimConfig, RuntimeConfig
 from rotnet.data import ImageData
 from rotnet.distributed import check_batch, from_environment, join
+from rotnet.errors import RotnetError
+from rotnet.faults import crash_point
 from rotnet.rotations import RotationSet, rotate_batch
 
 EVAL_BATCH = 500
@@ -65,6 +68,7 @@ class Runtime:
         name = config.device
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"
+        hardware.check_device_available(name)  # before any process group or file
         self.world = from_environment()
         join(self.world, torch.device(name).type)
         if self.world.enabled and name == "cuda":
@@ -258,6 +262,11 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
     samples = optim.epoch_samples or len(pool)
     if hooks.on_start:
         hooks.on_start(start_epoch, optim.epochs, max(1, samples // optim.batch_size))
+    save = functools.partial(checkpoint.save_checkpoint, ckpt_path, kind=task.kind, arch=task.arch,
+                             config=config, model=model, optimizer=optimizer, scheduler=scheduler,
+                             history=history, extra=extra)
+    if runtime.world.is_main:  # a kill between checkpoint and snapshot lost the snapshot
+        _keep_snapshot(out_dir, start_epoch, snapshot_every, replace=False)
     for epoch in range(start_epoch, optim.epochs):
         lr = optimizer.param_groups[0]["lr"]
         metrics = train_one_epoch(compiled, device_data, optimizer, runtime, epoch, optim, pool, hooks)
@@ -266,18 +275,49 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
         test_acc = evaluate(evaluated, device_data, runtime)  # ends in a host sync
         metrics.update(epoch=epoch + 1, lr=lr, test_acc=test_acc,
                        eval_seconds=time.perf_counter() - eval_start)
+        check_finite(metrics)
         history.append(metrics)
         if runtime.world.is_main:  # one writer; every rank resumes from the same file
-            checkpoint.save_checkpoint(ckpt_path, kind=task.kind, arch=task.arch, config=config,
-                                       model=model, optimizer=optimizer, scheduler=scheduler,
-                                       epoch=epoch + 1, history=history, extra=extra)
-            if snapshot_every and (epoch + 1) % snapshot_every == 0:
-                snapshot = out_dir / f"snapshot-epoch{epoch + 1:03d}.pt"
-                checkpoint.atomic_write(snapshot, lambda tmp: shutil.copyfile(ckpt_path, tmp))
-            if hooks.on_epoch_end:
-                hooks.on_epoch_end(metrics)
+            _record_epoch(metrics, hooks, save, out_dir, snapshot_every)
         runtime.world.barrier()
     return history
+
+
+def _record_epoch(metrics: dict, hooks: Hooks, save: Callable[..., None], out_dir: Path,
+                  snapshot_every: int) -> None:
+    """Metrics first (the epoch-end hook logs them), then the checkpoint, then the snapshot:
+    the checkpoint says the epoch is done, so what it records must already be logged, and a
+    resumed run re-logs or re-copies only what a kill cut off."""
+    epoch = metrics["epoch"]
+    if hooks.on_epoch_end:
+        hooks.on_epoch_end(metrics)
+    crash_point("metrics", epoch)
+    save(epoch=epoch)
+    crash_point("checkpoint", epoch)
+    _keep_snapshot(out_dir, epoch, snapshot_every, replace=True)
+    crash_point("snapshot", epoch)
+
+
+def check_finite(metrics: dict) -> None:
+    """Stop a diverged run (NaN/inf loss) instead of recording it FINISHED at chance."""
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise NonFiniteError(f"epoch {metrics['epoch']}: {', '.join(f'{k}={metrics[k]}' for k in bad)}"
+                             " is not finite (the run diverged; lower the learning rate)")
+
+
+def _keep_snapshot(out_dir: Path, epoch: int, snapshot_every: int, *, replace: bool) -> None:
+    """Copy the checkpoint of a snapshot epoch to `snapshot-epochNNN.pt` (if `replace` is
+    False, only where it is missing)."""
+    snapshot = out_dir / f"snapshot-epoch{epoch:03d}.pt"
+    due = snapshot_every and epoch and epoch % snapshot_every == 0
+    if due and (replace or not snapshot.exists()):
+        ckpt_path = out_dir / "checkpoint.pt"
+        checkpoint.atomic_write(snapshot, lambda tmp: shutil.copyfile(ckpt_path, tmp))
+
+
+class NonFiniteError(RotnetError):
+    """A loss or metric became NaN/inf: the run is marked FAILED with this one line."""
 
 
 class StopRun(Exception):

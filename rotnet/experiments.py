@@ -9,6 +9,7 @@ file exists; a run that fails after it started is marked FAILED and writes no
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from rotnet import checkpoint, protocol
+from rotnet import checkpoint, outdir, protocol
 from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data
@@ -25,11 +26,13 @@ from rotnet.distributed import check_batch
 from rotnet.distributed import from_environment as world_from_environment
 from rotnet.engine import Hooks, Runtime, StopRun, Task, fit
 from rotnet.errors import RotnetError
+from rotnet.faults import crash_point
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
 from rotnet.rotations import rotation_set
 from rotnet.tracking import NullTracker, Tracker, flatten
 
 METRICS_FILE = "metrics.json"
+RUN_FILE = "mlflow-run-id"  # the folder's MLflow run, written as soon as it is opened
 
 
 @dataclass
@@ -76,57 +79,93 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             hooks: Hooks | None = None, train_indices: torch.Tensor | None = None,
             snapshot_every: int = 0) -> RunResult:
     """Train `task` as a tracked, resumable run in `out_dir`; `model` names what it trains
-    for the run's protocol fingerprint (see `rotnet.protocol`)."""
+    for the run's protocol fingerprint (see `rotnet.protocol`).
+
+    Everything that can be refused (device, checkpoint, MLflow store, the folder itself and
+    its lock) is checked before metrics.json is removed or a run is opened or reopened, so a
+    failing rerun leaves a finished result as it was."""
     check_batch(optim.batch_size, world_from_environment())  # before joining a process group
     runtime = Runtime(config.runtime)
     tracker = tracker if tracker is not None else Tracker()
     if not runtime.world.is_main:  # under torchrun only rank 0 logs and writes results
         tracker, hooks = NullTracker(), None
     out_dir = Path(out_dir)
-    ckpt_path = out_dir / "checkpoint.pt"
-    resume_id = None
-    if ckpt_path.exists():  # refuse a foreign checkpoint before anything is logged
-        state = checkpoint.load_checkpoint(ckpt_path, kind=task.kind)
-        checkpoint.check_arch(state, task.arch, ckpt_path)
-        checkpoint.check_config(state, config.to_dict(), ckpt_path)
-        resume_id = state["extra"].get("run_id")
-    (out_dir / METRICS_FILE).unlink(missing_ok=True)
-    resolved = runtime.describe()  # what ran, never "auto": tagged resolved.<key>
-    tags = {k: str(v) for k, v in {"kind": task.kind, "dataset": config.data.dataset,
-                                   "profile": config.profile, "seed": config.runtime.seed,
-                                   "fingerprint": protocol.fingerprint(config, optim, model),
-                                   **{f"resolved.{k}": v for k, v in resolved.items()},
-                                   **tags}.items()}
-    run_id = tracker.start(unique_run_name(run_name, tags),
-                           flatten(protocol.run_params(config, optim, model)), tags,
-                           resume_run_id=resume_id)
-    user_hooks = hooks or Hooks()
+    state = _resumable_state(out_dir / "checkpoint.pt", task, config)
+    tracker.connect()
+    with outdir.claim(out_dir) if runtime.world.is_main else contextlib.nullcontext():
+        (out_dir / METRICS_FILE).unlink(missing_ok=True)
+        resolved = runtime.describe()  # what ran, never "auto": tagged resolved.<key>
+        tags = {k: str(v) for k, v in {"kind": task.kind, "dataset": config.data.dataset,
+                                       "profile": config.profile, "seed": config.runtime.seed,
+                                       "fingerprint": protocol.fingerprint(config, optim, model),
+                                       **{f"resolved.{k}": v for k, v in resolved.items()},
+                                       **tags}.items()}
+        user_hooks = hooks or Hooks()
 
-    def on_epoch_end(metrics: dict) -> None:
-        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=metrics["epoch"])
-        if user_hooks.on_epoch_end:
-            user_hooks.on_epoch_end(metrics)
+        def on_epoch_end(metrics: dict) -> None:
+            tracker.log_epoch(metrics)
+            if user_hooks.on_epoch_end:
+                user_hooks.on_epoch_end(metrics)
 
-    try:
-        history = fit(task, data, optim, runtime, out_dir=out_dir,
-                      config=config.to_dict(), train_indices=train_indices,
-                      snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
-                      hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
-        best = max(history, key=lambda m: m["test_acc"])
-        metrics = {"test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"],
-                   "best_epoch": best["epoch"], "epochs": history[-1]["epoch"],
-                   "checkpoint_sha256": checkpoint.file_sha256(ckpt_path), "run_id": run_id}
-        tracker.log_metrics({"best_test_acc": best["test_acc"]}, step=best["epoch"])
-        tracker.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
-                          "checkpoint_sha256": metrics["checkpoint_sha256"]})
-        if runtime.world.is_main:
-            checkpoint.atomic_write_text(out_dir / METRICS_FILE, json.dumps(
-                {**metrics, "runtime": resolved, "tags": tags}, indent=2, sort_keys=True) + "\n")
-    except BaseException as err:
-        tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
-        raise
-    tracker.finish("FINISHED")
+        try:
+            run_id = _open_run(tracker, out_dir, unique_run_name(run_name, tags),
+                               flatten(protocol.run_params(config, optim, model)), tags, state,
+                               runtime.world.is_main)
+            history = fit(task, data, optim, runtime, out_dir=out_dir,
+                          config=config.to_dict(), train_indices=train_indices,
+                          snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
+                          hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
+            metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, runtime.world.is_main)
+        except BaseException as err:
+            tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
+            raise
+        tracker.finish("FINISHED")
     return RunResult(run_id, out_dir, metrics, history)
+
+
+def _resumable_state(ckpt_path: Path, task: Task, config: Config) -> dict | None:
+    """The checkpoint to resume from, refused (foreign, other settings) before anything is logged."""
+    if not ckpt_path.exists():
+        return None
+    state = checkpoint.load_checkpoint(ckpt_path, kind=task.kind)
+    checkpoint.check_arch(state, task.arch, ckpt_path)
+    checkpoint.check_config(state, config.to_dict(), ckpt_path)
+    return state
+
+
+def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags: dict,
+              state: dict | None, is_main: bool) -> str:
+    """Reopen the checkpoint's run (re-logging epochs a kill kept out of MLflow), or start a
+    new one; a run a kill left RUNNING before this folder's first checkpoint is closed."""
+    resume_id = state["extra"].get("run_id") if state else None
+    record = out_dir / RUN_FILE
+    orphan = record.read_text().strip() if record.is_file() else ""
+    if orphan and orphan != resume_id:
+        tracker.close_orphan(orphan)
+    run_id = tracker.start(run_name, params, tags, resume_run_id=resume_id)
+    if is_main and run_id:
+        checkpoint.atomic_write_text(record, run_id + "\n")
+    crash_point("started", 0)
+    if state:
+        tracker.log_missing_epochs(state["history"])
+    return run_id
+
+
+def _finish(tracker: Tracker, out_dir: Path, history: list[dict], run_id: str, resolved: dict,
+            tags: dict, is_main: bool) -> dict:
+    """The final metrics: logged, tagged, and written to metrics.json (the finished mark)."""
+    ckpt_path = out_dir / "checkpoint.pt"
+    best = max(history, key=lambda m: m["test_acc"])
+    metrics = {"test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"],
+               "best_epoch": best["epoch"], "epochs": history[-1]["epoch"],
+               "checkpoint_sha256": checkpoint.file_sha256(ckpt_path), "run_id": run_id}
+    tracker.log_metrics({"best_test_acc": best["test_acc"]}, step=best["epoch"])
+    tracker.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
+                      "checkpoint_sha256": metrics["checkpoint_sha256"]})
+    if is_main:
+        checkpoint.atomic_write_text(out_dir / METRICS_FILE, json.dumps(
+            {**metrics, "runtime": resolved, "tags": tags}, indent=2, sort_keys=True) + "\n")
+    return metrics
 
 
 def pretrain(config: Config, out_dir: str | Path | None = None, *, tracker: Tracker | None = None,

@@ -16,6 +16,7 @@ from functools import lru_cache
 import torch
 
 from rotnet.config import PRECISIONS
+from rotnet.errors import RotnetError
 
 # The /proc/cpuinfo flags that decide which precision is fast; printed by the benchmark.
 RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -115,3 +116,15 @@ def describe(device: torch.device) -> dict:
     elif device.type == "cuda":
         facts["cuda"] = torch.version.cuda or ""
     return facts
+
+
+def check_device_available(name: str) -> None:
+    """A one-line RotnetError, before anything is written, for a device this machine lacks."""
+    device = torch.device("cpu" if name == "auto" else name)
+    if device.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = device.index or 0
+    if index >= count:
+        raise RotnetError(f"device {device} is not available on this machine ({count} CUDA "
+                          "device(s)); use --device cpu or auto")

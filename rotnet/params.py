@@ -14,7 +14,9 @@ def read_params(path: str | Path) -> dict:
     if not path.is_file():
         raise RotnetError(f"params file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise RotnetError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as err:
         raise RotnetError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):

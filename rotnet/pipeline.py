@@ -7,11 +7,13 @@ module only keeps the stage scripts to a few lines each.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -70,6 +72,23 @@ def write_history_csv(path: str | Path, history: list[dict]) -> None:
     for row in history:
         writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
+
+
+STAGE_DONE = ".stage-done"
+
+
+@contextlib.contextmanager
+def stage_outputs(path: str | Path):
+    """A training stage's output folder (`persist: true` in dvc.yaml, so DVC keeps it).
+
+    A folder a killed stage left (no done mark) is kept: its runs resume from their
+    checkpoints. A folder the stage finished is removed first: DVC reruns a finished stage
+    only because a dependency or parameter changed, so its results are stale."""
+    path = Path(path)
+    if (path / STAGE_DONE).exists():
+        shutil.rmtree(path)
+    yield path
+    atomic_write_text(path / STAGE_DONE, "")
 
 
 def run_stage(main) -> None:

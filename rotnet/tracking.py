@@ -79,6 +79,7 @@ def _client():
 
     uri = tracking_uri()
     check_reachable(uri)  # fail in seconds, not after MLflow's minutes of HTTP retries
+    check_sqlite_file(uri)
     mlflow.set_tracking_uri(uri)
     with _store_lock(uri):
         # Opening a new sqlite store creates its tables; parallel workers (a DVC queue)
@@ -86,6 +87,20 @@ def _client():
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)
     return client
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(uri: str) -> None:
+    """Refuse a sqlite URI naming a file that is not a database: MLflow would overwrite it."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    if path.is_dir() or (path.is_file() and path.stat().st_size
+                         and path.read_bytes()[:len(SQLITE_HEADER)] != SQLITE_HEADER):
+        raise RotnetError(f"MLFLOW_TRACKING_URI names {path}, which is not an sqlite database; "
+                          "point it at a new or existing MLflow store")
 
 
 @contextlib.contextmanager
@@ -168,6 +183,31 @@ class Tracker:
             client.log_batch(self.run_id, params=items[start:start + 100])
         return self.run_id
 
+    def connect(self) -> None:
+        """Reach the store now: a bad one is refused before any output is written."""
+        self.client
+
+    def close_orphan(self, run_id: str) -> None:
+        """Mark a run a killed process left RUNNING as KILLED (a run in another store, or one
+        that ended, is left alone)."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            return
+        if run.info.status == "RUNNING":
+            self.client.set_terminated(run_id, status="KILLED")
+
+    def log_epoch(self, metrics: dict) -> None:
+        """One history entry, at step = its epoch."""
+        self.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=metrics["epoch"])
+
+    def log_missing_epochs(self, history: list[dict]) -> None:
+        """Re-log the epochs of a resumed run's history that a kill kept out of MLflow."""
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "test_acc")}
+        for metrics in history:
+            if metrics["epoch"] not in logged:
+                self.log_epoch(metrics)
+
     def _exists(self, run_id: str) -> bool:
         try:
             self.client.get_run(run_id)
@@ -196,6 +236,15 @@ class Tracker:
 
 class NullTracker(Tracker):
     """Tracking switched off (a notebook, a machine without MLflow, some tests)."""
+
+    def connect(self) -> None:
+        pass
+
+    def close_orphan(self, run_id) -> None:
+        pass
+
+    def log_missing_epochs(self, history) -> None:
+        pass
 
     def start(self, run_name, params, tags, resume_run_id=None, parent_run_id=None) -> str:
         self.run_id = resume_run_id or ""

@@ -2,7 +2,8 @@
 pretraining, then the non-linear probe on every block."""
 
 from rotnet import experiments
-from rotnet.pipeline import run_stage, stage_config, stage_tracker, with_variant, write_run_metrics
+from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
+                             write_run_metrics)
 from rotnet.progress import progress_hooks
 
 
@@ -11,17 +12,20 @@ def main():
     variant = experiments.variant_name(config.ablation.blocks, config.ablation.rotations)
     config = with_variant(config, variant)
     tracker = stage_tracker("ablation")
-    with progress_hooks(f"ablation {variant} pretrain") as hooks:
-        result = experiments.pretrain(config, f"runs/ablation/{variant}/pretrain", tracker=tracker,
-                                      hooks=hooks)
-    write_run_metrics("metrics/ablation/pretrain.json", result)
-    backbone = experiments.load_backbone(f"runs/ablation/{variant}/pretrain/checkpoint.pt")
-    for block in range(1, config.ablation.blocks + 1):
-        with progress_hooks(f"ablation {variant} probe block {block}") as hooks:
-            result = experiments.probe(config, backbone, kind="nonlinear", block=block, hooks=hooks,
-                                       out_dir=f"runs/ablation/{variant}/probe-block{block}",
-                                       tracker=tracker)
-        write_run_metrics(f"metrics/ablation/block{block}.json", result)
+    results = {}
+    with stage_outputs("runs/ablation") as out_dir:
+        out_dir = out_dir / variant
+        with progress_hooks(f"ablation {variant} pretrain") as hooks:
+            results["pretrain"] = experiments.pretrain(config, out_dir / "pretrain",
+                                                       tracker=tracker, hooks=hooks)
+        backbone = experiments.load_backbone(out_dir / "pretrain" / "checkpoint.pt")
+        for block in range(1, config.ablation.blocks + 1):
+            with progress_hooks(f"ablation {variant} probe block {block}") as hooks:
+                results[f"block{block}"] = experiments.probe(
+                    config, backbone, kind="nonlinear", block=block, hooks=hooks,
+                    out_dir=out_dir / f"probe-block{block}", tracker=tracker)
+    for name, result in results.items():
+        write_run_metrics(f"metrics/ablation/{name}.json", result)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 4-block RotNet's block 2 vs a supervised NIN trained on those images alone (Figure 5b)."""
 
 from rotnet import experiments, studies
-from rotnet.pipeline import BASELINE_VARIANT, run_stage, stage_config, stage_tracker, write_run_metrics
+from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
+                             write_run_metrics)
 from rotnet.progress import progress_hooks
+
+METHODS = ("rotnet-conv", "supervised")
 
 
 def main(per_class):
@@ -11,11 +14,14 @@ def main(per_class):
     config = stage_config()
     tracker = stage_tracker(f"semisup@{k}")
     backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
-    for method in ("rotnet-conv", "supervised"):
-        with progress_hooks(f"semisup@{k} {method}") as hooks:
-            result = studies.semisup_run(config, method, k, "runs/subsets", hooks=hooks,
-                                         backbone=backbone, out_dir=f"runs/semisup/{k}",
-                                         tracker=tracker)
+    results = {}
+    with stage_outputs(f"runs/semisup/{k}") as out_dir:
+        for method in METHODS:
+            with progress_hooks(f"semisup@{k} {method}") as hooks:
+                results[method] = studies.semisup_run(config, method, k, "runs/subsets",
+                                                      backbone=backbone, out_dir=out_dir,
+                                                      tracker=tracker, hooks=hooks)
+    for method, result in results.items():
         write_run_metrics(f"metrics/semisup/{k}/{method}.json", result)
 
 

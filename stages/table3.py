@@ -4,7 +4,7 @@ NIN, and the conv probe on a random backbone."""
 
 from rotnet import experiments
 from rotnet.errors import RotnetError
-from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_tracker,
+from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
                              write_history_csv, write_run_metrics)
 from rotnet.progress import progress_hooks
 
@@ -17,16 +17,16 @@ METHODS = {  # method -> (probe kind, fine-tune)
 
 
 def main(method):
-    with progress_hooks(f"table3@{method}") as hooks:
-        result = train(method, hooks)
+    with stage_outputs(f"runs/table3/{method}") as out_dir, \
+            progress_hooks(f"table3@{method}") as hooks:
+        result = train(method, out_dir, hooks)
     write_run_metrics(f"metrics/table3/{method}.json", result)
     write_history_csv(f"plots/table3/{method}.csv", result.history)
 
 
-def train(method, hooks):
+def train(method, out_dir, hooks):
     config = stage_config()
     tracker = stage_tracker(f"table3@{method}")
-    out_dir = f"runs/table3/{method}"
     if method == "supervised":
         return experiments.supervised(config, out_dir=out_dir, tracker=tracker, hooks=hooks)
     if method not in METHODS:

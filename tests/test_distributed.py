@@ -5,6 +5,7 @@ size does not divide is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,8 +38,17 @@ def torchrun(out, *extra, wait=True):
     return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in map(int, children.read_text().split()):
+            found += [child, *descendants(child)]
+    return found
+
+
 def history(out):
-    return torch.load(Path(out) / "checkpoint.pt", weights_only=False)["history"]
+    return torch.load(Path(out) / "checkpoint.pt", weights_only=True)["history"]
 
 
 @pytest.mark.slow
@@ -53,11 +63,15 @@ def test_two_processes_match_one(tmp_path):
     curves = [(round(a["train_loss"], 3), round(b["train_loss"], 3), a["test_acc"], b["test_acc"])
               for a, b in zip(h1, h2)]
     # Same init, batches and augmentation; only BatchNorm statistics differ (16 images per
-    # rank instead of 32). Measured: epoch losses within 0.014 of each other, while five seeds
-    # of the 1-process run spread 0.04 at epoch 2 and 0.10 at epoch 3; their final rotation
-    # accuracies (512 test images) spread 34.8-45.3 % (sd ~4), this pair differs by 7.
+    # rank instead of 32). The first epoch, before those differences compound, is the sharp
+    # check: measured 0.014 apart on an AVX512_BF16 CPU, 0.003 on an AVX2-only one. Later,
+    # as the run leaves the chance plateau, small differences grow like a change of seed:
+    # five seeds of the 1-process run spread 0.04 at epoch 2 and 0.10 at epoch 3 (this pair:
+    # within 0.014 on the bf16 CPU; 0.053 and 0.114 on the AVX2 one). Their final rotation
+    # accuracies (512 test images) spread 34.8-45.3 % (sd ~4).
+    assert abs(curves[0][0] - curves[0][1]) < 0.02, curves
     for loss1, loss2, _, _ in curves:
-        assert abs(loss1 - loss2) < 0.05, curves
+        assert abs(loss1 - loss2) < 0.15, curves
     assert abs(h1[-1]["test_acc"] - h2[-1]["test_acc"]) < 10.0, curves
     # Both learnt: the loss leaves ln 4 = 1.386 (chance) clearly behind.
     assert h1[-1]["train_loss"] < 1.33 and h2[-1]["train_loss"] < 1.33, curves
@@ -74,8 +88,14 @@ def test_killed_ddp_run_resumes_to_the_same_end(tmp_path):
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
+    workers = descendants(proc.pid)  # torchrun starts each worker in a session of its own
     os.killpg(proc.pid, signal.SIGKILL)
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):  # they hold the folder's lock
+        time.sleep(0.1)
     assert first.exists()
     assert history(tmp_path / "killed")[-1]["epoch"] < 3  # killed mid-way
     resumed = torchrun(tmp_path / "killed")

@@ -18,7 +18,7 @@ def metrics_of(history):
 
 
 def final_state(out_dir):
-    return torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
 
 
 def assert_same_weights(a: dict, b: dict):
@@ -93,15 +93,15 @@ def test_crash_then_resume_equals_an_uninterrupted_run(tmp_path, reference, make
     ref_dir, ref, _ = reference
     config = make_config(DETERMINISTIC)
 
-    def die_after_first_epoch(metrics):
-        if metrics["epoch"] == 1:
+    def die_at_the_end_of_epoch_2(metrics):  # the hook runs before that epoch's checkpoint
+        if metrics["epoch"] == 2:
             raise RuntimeError("simulated crash")
 
     out = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="simulated crash"):
         experiments.pretrain(config, out, tracker=NullTracker(),
-                             hooks=Hooks(on_epoch_end=die_after_first_epoch), data=tiny_data)
-    crashed = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+                             hooks=Hooks(on_epoch_end=die_at_the_end_of_epoch_2), data=tiny_data)
+    crashed = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert crashed["epoch"] == 1
     assert not (out / "metrics.json").exists()
 
@@ -130,13 +130,13 @@ def test_rerunning_a_finished_run_trains_nothing_more(tmp_path, make_config, tin
 def test_snapshots_are_kept_every_n_epochs(tmp_path, make_config, tiny_data):
     config = make_config({"pretrain": {"snapshot_every": 1}})
     experiments.pretrain(config, tmp_path, tracker=NullTracker(), data=tiny_data)
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))  # .lock
     assert names == ["checkpoint.pt", "metrics.json", "snapshot-epoch001.pt",
                      "snapshot-epoch002.pt"]
-    last = torch.load(tmp_path / "snapshot-epoch002.pt", weights_only=False)
+    last = torch.load(tmp_path / "snapshot-epoch002.pt", weights_only=True)
     assert last["epoch"] == 2
     assert (tmp_path / "snapshot-epoch002.pt").read_bytes() == (tmp_path / "checkpoint.pt").read_bytes()
-    assert torch.load(tmp_path / "snapshot-epoch001.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "snapshot-epoch001.pt", weights_only=True)["epoch"] == 1
 
 
 def test_epoch_order_wraps_around_a_small_pool_as_whole_shuffles():

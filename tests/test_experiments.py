@@ -29,7 +29,7 @@ def metrics_of(history):
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def snapshot_of(module) -> dict:
