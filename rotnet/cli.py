@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
 
+from rotnet import __version__
+from rotnet.config import BLOCK_CHOICES, DATASETS, PROBE_KINDS, PROFILES, ROTATION_SET_NAMES
 from rotnet.errors import RotnetError
 from rotnet.protocol import RANDOM_VARIANTS
+from rotnet.tune import TARGETS as TUNE_TARGETS
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -26,12 +29,40 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "baselines and the paper's CIFAR-10 ablations, tracked in MLflow.")
 console = Console(stderr=True)
 
+
+def one_of(option: str, choices) -> Callable:
+    """A parse-time check of a fixed-choice option: a bad value is one `error:` line naming
+    the option as the user typed it, before any data, MLflow or DVC is touched."""
+    allowed = [str(choice) for choice in choices]
+
+    def check(value):
+        if value is not None and str(value) not in allowed:
+            raise RotnetError(f"{option} {value}: choose one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+def choice_option(default, option: str, choices, help: str):
+    """A typer.Option whose value must be one of `choices` (shown in --help)."""
+    return typer.Option(default, option, help=help, callback=one_of(option, choices),
+                        metavar="[" + "|".join(map(str, choices)) + "]")
+
+
+def checkpoint_file(path: Optional[Path]) -> Optional[Path]:
+    """A directory given as a checkpoint: name the file the user probably meant."""
+    if path is not None and path.is_dir():
+        inside = path / "checkpoint.pt"
+        hint = f"did you mean {inside}?" if inside.is_file() else "it has no checkpoint.pt"
+        raise RotnetError(f"checkpoint {path} is a directory, not a checkpoint file; {hint}")
+    return path
+
+
 # Options shared by the training commands.
 ParamsOpt = typer.Option(None, "--params", help="A params.yaml to start from (the DVC pipeline's).")
-ProfileOpt = typer.Option(None, "--profile", help="paper (CIFAR-10, the reference protocol), "
-                          "paper-authors (the same with the authors' code's 200-epoch "
-                          "pretraining), quick (minutes on a CPU) or smoke (seconds).")
-DatasetOpt = typer.Option(None, "--dataset", help="generated | cifar10 | fashion-mnist | imagefolder.")
+ProfileOpt = choice_option(None, "--profile", PROFILES, "paper (CIFAR-10, the reference protocol), "
+                           "paper-authors (the same with the authors' code's 200-epoch "
+                           "pretraining), quick (minutes on a CPU) or smoke (seconds).")
+DatasetOpt = choice_option(None, "--dataset", DATASETS, "The data set.")
 DataRootOpt = typer.Option(None, "--data-root", help="Where the data set lives / is downloaded.")
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs (overrides the profile).")
 SeedOpt = typer.Option(None, "--seed", help="Random seed (model init, order, augmentation).")
@@ -92,11 +123,23 @@ def report_result(title: str, result) -> None:
                   f"  run {m['run_id'] or '-'}  → {result.out_dir}")
 
 
+def show_version(value: bool) -> None:
+    if value:
+        print(f"rotnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def version(_: bool = typer.Option(False, "--version", is_eager=True, callback=show_version,
+                                   help="Print rotnet's version and exit.")) -> None:
+    pass
+
+
 @app.command()
 def pretrain(
-    blocks: Optional[int] = typer.Option(None, "--blocks", help="NIN blocks: 3, 4 or 5."),
-    rotations: Optional[str] = typer.Option(None, "--rotations", help="Rotation set: 4, 8, 2 (0/180) "
-                                            "or 2-perp (90/270)."),
+    blocks: Optional[int] = choice_option(None, "--blocks", BLOCK_CHOICES, "NIN blocks."),
+    rotations: Optional[str] = choice_option(None, "--rotations", ROTATION_SET_NAMES,
+                                             "Rotation set: 4, 8, 2 (0/180) or 2-perp (90/270)."),
     width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier (1.0 = paper)."),
     dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
     epochs: Optional[int] = EpochsOpt, seed: Optional[int] = SeedOpt, device: Optional[str] = DeviceOpt,
@@ -120,10 +163,10 @@ def probe(
     checkpoint: Path = typer.Argument(..., help="A pretraining checkpoint.pt, or 'random' for a "
                                       "randomly initialised backbone (BatchNorm statistics "
                                       "calibrated on training images), 'random-initial-bn' for "
-                                      "one with BatchNorm as initialised."),
+                                      "one with BatchNorm as initialised.", callback=checkpoint_file),
     block: int = typer.Option(2, "--block", help="Which block's output to classify (1-based)."),
-    kind: str = typer.Option("nonlinear", "--kind", help="nonlinear (3 FC layers) or conv "
-                             "(a fresh NIN block + linear)."),
+    kind: str = choice_option("nonlinear", "--kind", PROBE_KINDS, "nonlinear (3 FC layers) or "
+                              "conv (a fresh NIN block + linear)."),
     finetune: bool = typer.Option(False, "--finetune/--frozen", help="Train the backbone too."),
     dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
     epochs: Optional[int] = EpochsOpt, seed: Optional[int] = SeedOpt, device: Optional[str] = DeviceOpt,
@@ -178,7 +221,8 @@ def supervised(
 
 @app.command()
 def semisup(
-    checkpoint: Path = typer.Argument(..., help="A 4-block pretraining checkpoint.pt."),
+    checkpoint: Path = typer.Argument(..., help="A 4-block pretraining checkpoint.pt.",
+                                      callback=checkpoint_file),
     per_class: Optional[list[int]] = typer.Option(None, "--per-class", help="Labelled images per "
                                                   "class (repeatable; default: the profile's)."),
     subsets_dir: Optional[Path] = typer.Option(None, "--subsets", help="Where the label-subset "
@@ -239,9 +283,9 @@ def report(
                                 "cells take only runs whose fingerprint these params imply."),
     exp: Optional[str] = typer.Option(None, "--exp", help="Report the protocol of this DVC "
                                       "experiment (or git revision) instead: its params.yaml."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Report the protocol of this "
-                                          "profile's defaults instead of a params file."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the data set."),
+    profile: Optional[str] = choice_option(None, "--profile", PROFILES, "Report the protocol of "
+                                           "this profile's defaults instead of a params file."),
+    dataset: Optional[str] = choice_option(None, "--dataset", DATASETS, "Override the data set."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when a table cell has no run "
                                 "of the protocol."),
 ):
@@ -272,8 +316,9 @@ def report(
 
 @app.command()
 def ablate(
-    rotations: str = typer.Option("4", "--rotations", help="Rotation set of the variant."),
-    blocks: int = typer.Option(4, "--blocks", help="NIN blocks of the variant."),
+    rotations: str = choice_option("4", "--rotations", ROTATION_SET_NAMES,
+                                   "Rotation set of the variant."),
+    blocks: int = choice_option(4, "--blocks", BLOCK_CHOICES, "NIN blocks of the variant."),
     queue: bool = typer.Option(False, "--queue", help="Only queue the DVC experiment "
                                "(run later with `dvc queue start`)."),
 ):
@@ -306,7 +351,7 @@ def ablate(
 
 @app.command("params")
 def params_command(
-    profile: str = typer.Option("paper", "--profile", help="paper, paper-authors, quick or smoke."),
+    profile: str = choice_option("paper", "--profile", PROFILES, "paper, paper-authors, quick or smoke."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write here (e.g. params.yaml) "
                                        "instead of printing."),
 ):
@@ -327,7 +372,8 @@ def params_command(
 @app.command()
 def tune(
     checkpoint: Optional[Path] = typer.Argument(None, help="The pretraining checkpoint.pt whose "
-                                                "block --block the probe reads (target probe)."),
+                                                "block --block the probe reads (target probe).",
+                                                callback=checkpoint_file),
     block: int = typer.Option(2, "--block", help="Which block the non-linear probe classifies."),
     trials: int = typer.Option(20, "--trials", help="Trials to add to the study (a rerun resumes it)."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default: from the "
@@ -335,8 +381,9 @@ def tune(
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage, e.g. "
                                           "sqlite:////abs/optuna.db (default <project>/optuna.db)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler."),
-    target: str = typer.Option("probe", "--target", help="probe (the non-linear probe's optimiser) "
-                               "or pretrain (pretraining's, scored by validation rotation accuracy)."),
+    target: str = choice_option("probe", "--target", TUNE_TARGETS, "probe (the non-linear probe's "
+                                "optimiser) or pretrain (pretraining's, scored by validation "
+                                "rotation accuracy)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of the TRAINING set held "
                                        "out per class for validation (the test set is never used)."),
     min_epochs: Optional[int] = typer.Option(None, "--min-epochs", help="Fewest epochs a trial may "

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from rotnet.errors import RotnetError
 
 PROFILES = ("paper", "paper-authors", "quick", "smoke")
+DATASETS = ("generated", "cifar10", "fashion-mnist", "imagefolder")
 ROTATION_SET_NAMES = ("4", "8", "2", "2-perp")
 BLOCK_CHOICES = (3, 4, 5)
 PROBE_KINDS = ("nonlinear", "conv")

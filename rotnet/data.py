@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rotnet.config import DATASETS
 from rotnet.errors import RotnetError
 from rotnet.generated import CLASSES as GENERATED_CLASSES
 from rotnet.generated import generate_objects
 
-DATASETS = ("generated", "cifar10", "fashion-mnist", "imagefolder")
 
 # The paper's normalisation for CIFAR-10, in [0, 1] units.
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)

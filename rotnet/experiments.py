@@ -57,6 +57,19 @@ def load_dataset(config: Config) -> ImageData:
                      test_size=d.test_size, download=d.download)
 
 
+def unique_run_name(base: str, tags: dict) -> str:
+    """`base` (method, block, variant) plus what else tells runs apart in the MLflow UI:
+    the snapshot epoch or label subset of a study run, the seed, and a fingerprint prefix
+    (different epochs, sizes, schedules), e.g. `nonlinear-block2-b4-r4-k100-s0-3fa2c1`."""
+    parts = [base]
+    if "snapshot_epoch" in tags:
+        parts.append(f"ep{int(tags['snapshot_epoch']):03d}")
+    if "subset_per_class" in tags:
+        parts.append(f"k{tags['subset_per_class']}")
+    parts += [f"s{tags['seed']}", tags["fingerprint"][:6]]
+    return "-".join(parts)
+
+
 def _seeded(seed: int):
     torch.manual_seed(seed)
 
@@ -95,7 +108,9 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
                 user_hooks.on_epoch_end(metrics)
 
         try:
-            run_id = _open_run(tracker, out_dir, run_name, config, tags, state, runtime.world.is_main)
+            run_id = _open_run(tracker, out_dir, unique_run_name(run_name, tags),
+                               flatten(protocol.run_params(config, optim, model)), tags, state,
+                               runtime.world.is_main)
             history = fit(task, data, optim, runtime, out_dir=out_dir,
                           config=config.to_dict(), train_indices=train_indices,
                           snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
@@ -120,7 +135,7 @@ def _resumable_state(ckpt_path: Path, task: Task, config: Config) -> dict | None
     return state
 
 
-def _open_run(tracker: Tracker, out_dir: Path, run_name: str, config: Config, tags: dict,
+def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags: dict,
               state: dict | None, is_main: bool) -> str:
     """Reopen the checkpoint's run (re-logging epochs a kill kept out of MLflow), or start a
     new one; a run a kill left RUNNING before this folder's first checkpoint is closed."""
@@ -129,7 +144,7 @@ def _open_run(tracker: Tracker, out_dir: Path, run_name: str, config: Config, ta
     orphan = record.read_text().strip() if record.is_file() else ""
     if orphan and orphan != resume_id:
         tracker.close_orphan(orphan)
-    run_id = tracker.start(run_name, flatten(config.to_dict()), tags, resume_run_id=resume_id)
+    run_id = tracker.start(run_name, params, tags, resume_run_id=resume_id)
     if is_main and run_id:
         checkpoint.atomic_write_text(record, run_id + "\n")
     crash_point("started", 0)

@@ -1,7 +1,7 @@
 """The CIFAR Network-In-Network (NIN) backbone, its RotNet / supervised heads, and the probes.
 
-Architecture per REFERENCE.md: every conv is stride 1, padding (k-1)/2, no bias,
-then BatchNorm2d and ReLU. Block 1 ends with MaxPool(3, 2, 1), block 2 with
+Architecture as in the paper (Gidaris et al., ICLR 2018): every conv is stride 1, padding
+(k-1)/2, no bias, then BatchNorm2d and ReLU. Block 1 ends with MaxPool(3, 2, 1), block 2 with
 AvgPool(3, 2, 1); blocks 3..5 keep 8×8. A `width` multiplier scales every channel
 count (1.0 is the paper's network) so small CPU profiles can run.
 """

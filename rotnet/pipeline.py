@@ -29,6 +29,9 @@ PARAMS_FILE = "params.yaml"
 VARIANTS = ("b3-r4", "b4-r4", "b5-r4", "b4-r8", "b4-r2", "b4-r2-perp")
 BASELINE_VARIANT = "b4-r4"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "images_per_s")
+# The keys of every DVC metrics file (one file per run), so `dvc metrics show` is one narrow
+# table: final and best test accuracy (%), the best epoch, the epochs trained.
+RUN_METRICS = ("test_acc", "best_test_acc", "best_epoch", "epochs")
 
 
 def stage_config(path: str | Path = PARAMS_FILE) -> Config:
@@ -53,12 +56,12 @@ def stage_tracker(stage: str) -> Tracker:
     return Tracker(tags={"pipeline": "dvc", "stage": stage})
 
 
-def write_stage_metrics(path: str | Path, results: dict) -> None:
-    """DVC metrics: {name: {test_acc, best_test_acc, run_id}} for `dvc metrics show`."""
-    payload = {name: {"test_acc": round(r.metrics["test_acc"], 4),
-                      "best_test_acc": round(r.metrics["best_test_acc"], 4),
-                      "run_id": r.run_id} for name, r in results.items()}
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+def write_run_metrics(path: str | Path, result) -> None:
+    """One run's DVC metrics (`result`: an `experiments.RunResult`), `RUN_METRICS` only: no
+    run id (MLflow and the run's own metrics.json have it), which DVC would show as one more
+    column per file."""
+    payload = {key: round(result.metrics[key], 4) for key in RUN_METRICS}
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def write_history_csv(path: str | Path, history: list[dict]) -> None:

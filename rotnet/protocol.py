@@ -35,6 +35,14 @@ def fingerprint(config: Config, optim: OptimConfig, model: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
+def run_params(config: Config, optim: OptimConfig, model: dict) -> dict:
+    """What a run logs as MLflow params: the sections that apply to it (its data, runtime,
+    the optimiser it trained with, the model it trained), not the whole study's config."""
+    return {"profile": config.profile, "data": dataclasses.asdict(config.data),
+            "runtime": dataclasses.asdict(config.runtime), "optim": dataclasses.asdict(optim),
+            "model": model}
+
+
 def rotnet_model(pretrain: PretrainConfig) -> dict:
     return {"rotnet": {"blocks": pretrain.blocks, "rotations": pretrain.rotations,
                        "width": pretrain.width}}

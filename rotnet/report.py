@@ -37,8 +37,8 @@ NOTE = ("Numbers: final-epoch top-1 test accuracy per image, in % (the authors' 
 TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Difference: ours − paper. " + MISSING +
               ": not run under this protocol (no finished run with the cell's fingerprint).")
 
-# The paper's CIFAR-10 test accuracies (%). Source: /work/shared/REFERENCE.md, "The paper's
-# numbers", which quotes Tables 1-3 of Gidaris, Singh, Komodakis (ICLR 2018).
+# The paper's CIFAR-10 test accuracies (%): Tables 1-3 of Gidaris, Singh, Komodakis,
+# "Unsupervised Representation Learning by Predicting Image Rotations", ICLR 2018.
 PAPER = {
     "table1": {"b3-r4": (85.45, 88.26, 62.09), "b4-r4": (85.07, 89.06, 86.21, 61.73),
                "b5-r4": (85.04, 89.76, 86.82, 74.50, 50.37)},  # blocks B1, B2, ...

@@ -12,6 +12,7 @@ import fcntl
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,10 @@ CLASS_METRIC_PREFIX = "test_acc_class_"  # + class name: a classifier's final pe
 def class_metric(name: str) -> str:
     """The MLflow metric of class `name`'s test accuracy (characters MLflow refuses -> _)."""
     return CLASS_METRIC_PREFIX + re.sub(r"[^\w.-]", "_", name)
+# MLflow 3's UI opens an experiment tagged with this kind in its model-training view (runs,
+# charts); an untagged one opens as a GenAI experiment (traces, evaluations).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def project_root() -> Path:
@@ -46,6 +51,27 @@ def git_commit(cwd: Path | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def source_name(argv: list[str] | None = None) -> str:
+    """What started a run, for MLflow's `mlflow.source.name`: a script by its path in the
+    project (`stages/pretrain.py`), the CLI by its command (`rotnet pretrain`)."""
+    argv = argv or sys.argv
+    program = Path(argv[0]).absolute()
+    if program.name == "rotnet" and len(argv) > 1:
+        return f"rotnet {argv[1]}"
+    try:
+        return str(program.relative_to(project_root()))
+    except ValueError:
+        return program.name
+
+
+def source_tags(commit: str) -> dict[str, str]:
+    """MLflow's standard source tags (shown in the run page's header)."""
+    tags = {"mlflow.source.name": source_name()}
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, str]:
@@ -130,13 +156,16 @@ class Tracker:
         client = self._client
         found = client.get_experiment_by_name(self.experiment)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:  # made by an older rotnet
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
             return found.experiment_id
         uri = tracking_uri()
         # Artifacts beside a local sqlite store, at an absolute path.
         artifacts = None
         if uri.startswith("sqlite:///"):
             artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-        return client.create_experiment(self.experiment, artifact_location=artifacts)
+        return client.create_experiment(self.experiment, artifact_location=artifacts,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
               resume_run_id: str | None = None, parent_run_id: str | None = None) -> str:
@@ -148,7 +177,8 @@ class Tracker:
             for key, value in tags.items():
                 client.set_tag(resume_run_id, key, value)
             return resume_run_id
-        all_tags = {"mlflow.runName": run_name, "git_commit": git_commit(), **tags}
+        commit = git_commit()
+        all_tags = {"mlflow.runName": run_name, "git_commit": commit, **source_tags(commit), **tags}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(self._experiment_id(), run_name=run_name, tags=all_tags)

@@ -3,7 +3,8 @@ pretraining, then the non-linear probe on every block."""
 
 from rotnet import experiments
 from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
-                             write_stage_metrics)
+                             write_run_metrics)
+from rotnet.progress import progress_hooks
 
 
 def main():
@@ -11,15 +12,20 @@ def main():
     variant = experiments.variant_name(config.ablation.blocks, config.ablation.rotations)
     config = with_variant(config, variant)
     tracker = stage_tracker("ablation")
+    results = {}
     with stage_outputs("runs/ablation") as out_dir:
         out_dir = out_dir / variant
-        results = {"rotation": experiments.pretrain(config, out_dir / "pretrain", tracker=tracker)}
+        with progress_hooks(f"ablation {variant} pretrain") as hooks:
+            results["pretrain"] = experiments.pretrain(config, out_dir / "pretrain",
+                                                       tracker=tracker, hooks=hooks)
         backbone = experiments.load_backbone(out_dir / "pretrain" / "checkpoint.pt")
         for block in range(1, config.ablation.blocks + 1):
-            results[f"block{block}"] = experiments.probe(
-                config, backbone, kind="nonlinear", block=block,
-                out_dir=out_dir / f"probe-block{block}", tracker=tracker)
-    write_stage_metrics("metrics/ablation.json", results)
+            with progress_hooks(f"ablation {variant} probe block {block}") as hooks:
+                results[f"block{block}"] = experiments.probe(
+                    config, backbone, kind="nonlinear", block=block, hooks=hooks,
+                    out_dir=out_dir / f"probe-block{block}", tracker=tracker)
+    for name, result in results.items():
+        write_run_metrics(f"metrics/ablation/{name}.json", result)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
 """DVC stage `pretrain@<variant>`: RotNet pretraining of one variant (e.g. b4-r8)."""
 
 from rotnet import experiments
-from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant, write_history_csv,
-                             write_stage_metrics)
+from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
+                             write_history_csv, write_run_metrics)
+from rotnet.progress import progress_hooks
 
 
 def main(variant):
     config = with_variant(stage_config(), variant)
-    with stage_outputs(f"runs/pretrain/{variant}") as out_dir:
-        result = experiments.pretrain(config, out_dir, tracker=stage_tracker(f"pretrain@{variant}"))
-    write_stage_metrics(f"metrics/pretrain/{variant}.json", {"rotation": result})
+    with stage_outputs(f"runs/pretrain/{variant}") as out_dir, \
+            progress_hooks(f"pretrain@{variant}") as hooks:
+        result = experiments.pretrain(config, out_dir, hooks=hooks,
+                                      tracker=stage_tracker(f"pretrain@{variant}"))
+    write_run_metrics(f"metrics/pretrain/{variant}.json", result)
     write_history_csv(f"plots/pretrain/{variant}.csv", result.history)
 
 

@@ -2,16 +2,18 @@
 
 from rotnet import experiments
 from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, write_history_csv,
-                             write_stage_metrics)
+                             write_run_metrics)
+from rotnet.progress import progress_hooks
 
 
 def main(variant, block):
     name = f"{variant}-block{block}"
     backbone = experiments.load_backbone(f"runs/pretrain/{variant}/checkpoint.pt")
-    with stage_outputs(f"runs/probe/{name}") as out_dir:
+    with stage_outputs(f"runs/probe/{name}") as out_dir, progress_hooks(f"probe@{name}") as hooks:
         result = experiments.probe(stage_config(), backbone, kind="nonlinear", block=int(block),
-                                   out_dir=out_dir, tracker=stage_tracker(f"probe@{name}"))
-    write_stage_metrics(f"metrics/probe/{name}.json", {"nonlinear": result})
+                                   out_dir=out_dir, hooks=hooks,
+                                   tracker=stage_tracker(f"probe@{name}"))
+    write_run_metrics(f"metrics/probe/{name}.json", result)
     write_history_csv(f"plots/probe/{name}.csv", result.history)
 
 

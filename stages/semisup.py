@@ -4,7 +4,8 @@ Where the subset is the whole training set the supervised point is `table3@super
 
 from rotnet import experiments, studies
 from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
-                             write_stage_metrics)
+                             write_run_metrics)
+from rotnet.progress import progress_hooks
 
 
 def main(per_class):
@@ -12,11 +13,15 @@ def main(per_class):
     config = stage_config()
     tracker = stage_tracker(f"semisup@{k}")
     backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
+    results = {}
     with stage_outputs(f"runs/semisup/{k}") as out_dir:
-        results = {method: studies.semisup_run(config, method, k, "runs/subsets", backbone=backbone,
-                                               out_dir=out_dir, tracker=tracker)
-                   for method in studies.semisup_methods(k, "runs/subsets")}
-    write_stage_metrics(f"metrics/semisup/{k}.json", results)
+        for method in studies.semisup_methods(k, "runs/subsets"):
+            with progress_hooks(f"semisup@{k} {method}") as hooks:
+                results[method] = studies.semisup_run(config, method, k, "runs/subsets",
+                                                      backbone=backbone, out_dir=out_dir,
+                                                      tracker=tracker, hooks=hooks)
+    for method, result in results.items():
+        write_run_metrics(f"metrics/semisup/{k}/{method}.json", result)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ training images (`random-conv`) or as initialised (`random-conv-initial-bn`)."""
 from rotnet import experiments
 from rotnet.errors import RotnetError
 from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
-                             write_history_csv, write_stage_metrics)
+                             write_history_csv, write_run_metrics)
+from rotnet.progress import progress_hooks
 
 METHODS = {  # method -> (probe kind, fine-tune)
     "conv": ("conv", False),
@@ -18,27 +19,29 @@ METHODS = {  # method -> (probe kind, fine-tune)
 
 
 def main(method):
+    with stage_outputs(f"runs/table3/{method}") as out_dir, \
+            progress_hooks(f"table3@{method}") as hooks:
+        result = train(method, out_dir, hooks)
+    write_run_metrics(f"metrics/table3/{method}.json", result)
+    write_history_csv(f"plots/table3/{method}.csv", result.history)
+
+
+def train(method, out_dir, hooks):
     config = stage_config()
     tracker = stage_tracker(f"table3@{method}")
-    with stage_outputs(f"runs/table3/{method}") as out_dir:
-        if method == "supervised":
-            result = experiments.supervised(config, out_dir=out_dir, tracker=tracker)
-        elif method in METHODS:
-            kind, finetune = METHODS[method]
-            data = experiments.load_dataset(config)
-            if method.startswith("random-conv"):
-                backbone = experiments.random_backbone(config, data,
-                                                       calibrated=method == "random-conv")
-            else:
-                backbone = experiments.load_backbone(
-                    f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
-            result = experiments.probe(config, backbone, kind=kind, block=2, finetune=finetune,
-                                       out_dir=out_dir, tracker=tracker, data=data)
-        else:
-            raise RotnetError(f"unknown Table 3 method {method!r}; choose supervised or "
-                              f"{', '.join(METHODS)}")
-    write_stage_metrics(f"metrics/table3/{method}.json", {method: result})
-    write_history_csv(f"plots/table3/{method}.csv", result.history)
+    if method == "supervised":
+        return experiments.supervised(config, out_dir=out_dir, tracker=tracker, hooks=hooks)
+    if method not in METHODS:
+        raise RotnetError(f"unknown Table 3 method {method!r}; choose supervised or "
+                          f"{', '.join(METHODS)}")
+    kind, finetune = METHODS[method]
+    data = experiments.load_dataset(config)
+    if method.startswith("random-conv"):
+        backbone = experiments.random_backbone(config, data, calibrated=method == "random-conv")
+    else:
+        backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
+    return experiments.probe(config, backbone, kind=kind, block=2, finetune=finetune,
+                             out_dir=out_dir, tracker=tracker, hooks=hooks, data=data)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,44 @@ def test_good_probe_command_exits_0(tmp_path, tiny_pretrained, capsys, monkeypat
     assert metrics["epochs"] == 1 and metrics["run_id"] == ""
     # the profile came from the checkpoint (smoke), so the data set is the generated one
     assert metrics["tags"]["dataset"] == "generated"
+
+
+# ---- fixed choices, checked while the command line is parsed --------------------------
+
+CHOICE_CASES = [
+    (["ablate", "--rotations", "3"], "--rotations 3: choose one of 4, 8, 2, 2-perp"),
+    (["ablate", "--blocks", "7"], "--blocks 7: choose one of 3, 4, 5"),
+    (["pretrain", "--dataset", "imagenet"], "--dataset imagenet: choose one of generated, cifar10"),
+    (["probe", "x.pt", "--kind", "svm"], "--kind svm: choose one of nonlinear, conv"),
+    (["params", "--profile", "huge"], "--profile huge: choose one of paper, quick, smoke"),
+    (["report", "--profile", "huge"], "--profile huge"),
+    (["tune", "--target", "probes"], "--target probes: choose one of probe, pretrain"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CHOICE_CASES, ids=[" ".join(c[0]) for c in CHOICE_CASES])
+def test_a_bad_choice_names_the_option_typed(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ablation/dvc.yaml, params.yaml or checkpoint here:
+    code, _, err = call(argv, capsys, monkeypatch)  # the option is checked before any of them
+    assert code == 2
+    assert_one_line_error(err, message)
+
+
+def test_a_directory_given_as_checkpoint_suggests_its_checkpoint_pt(tmp_path, tiny_pretrained,
+                                                                   capsys, monkeypatch):
+    run_dir = tmp_path / "runs" / "pretrain"
+    run_dir.mkdir(parents=True)
+    shutil.copyfile(tiny_pretrained, run_dir / "checkpoint.pt")
+    code, _, err = call(["probe", run_dir, "--no-track"], capsys, monkeypatch)
+    assert code == 2
+    assert_one_line_error(err, f"did you mean {run_dir / 'checkpoint.pt'}?")
+    code, _, err = call(["semisup", tmp_path], capsys, monkeypatch)
+    assert code == 2
+    assert_one_line_error(err, "is a directory", "no checkpoint.pt")
+
+
+def test_version(capsys, monkeypatch):
+    from rotnet import __version__
+
+    code, out, _ = call(["--version"], capsys, monkeypatch)
+    assert code == 0 and out.strip() == f"rotnet {__version__}"

@@ -1,5 +1,5 @@
 """The NIN backbone, the RotNet head and the probes against the reference architecture
-(REFERENCE.md): sizes are computed here from the table, not read from rotnet.models."""
+(the paper's NIN, Gidaris et al., ICLR 2018): sizes are computed here from the table, not read from rotnet.models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rotnet.errors import RotnetError
 from rotnet.models import (NINBackbone, NINClassifier, block_output_shape, conv_probe,
                            nonlinear_probe)
 
-# REFERENCE.md, "Network-In-Network (NIN) backbone, CIFAR variant": per block, the three
+# The paper's CIFAR Network-In-Network backbone: per block, the three
 # convs as (kernel, in, out); blocks 4 and 5 are "as B3".
 B1 = [(5, 3, 192), (1, 192, 160), (1, 160, 96)]
 B2 = [(5, 96, 192), (1, 192, 192), (1, 192, 192)]

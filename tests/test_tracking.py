@@ -38,11 +38,13 @@ def test_pretrain_creates_a_finished_run_with_params_tags_and_history(pretrained
     assert run.info.status == "FINISHED"
 
     params = run.data.params
-    assert params["pretrain.blocks"] == "4"
-    assert params["pretrain.rotations"] == "4"
-    assert params["pretrain.optim.epochs"] == "2"
+    assert params["model.rotnet.blocks"] == "4"
+    assert params["model.rotnet.rotations"] == "4"
+    assert params["optim.epochs"] == "2"
     assert params["data.dataset"] == "generated"
-    assert params == flatten(config.to_dict())  # the whole config, flat
+    # Only the sections that apply to a pretraining: no probe, semisup, ablation, ... keys.
+    assert {key.split(".")[0] for key in params} == {"profile", "data", "runtime", "optim", "model"}
+    assert len(params) < len(flatten(config.to_dict())) / 2
 
     tags = run.data.tags
     ckpt = result.out_dir / "checkpoint.pt"
@@ -51,6 +53,10 @@ def test_pretrain_creates_a_finished_run_with_params_tags_and_history(pretrained
     assert tags["variant"] == "b4-r4"
     assert tags["profile"] == "smoke"
     assert tags["git_commit"] == git_head()
+    if git_head() != "unknown":
+        assert tags["mlflow.source.git.commit"] == git_head()
+    assert tags["mlflow.source.name"]
+    assert run.info.run_name == f"pretrain-b4-r4-s0-{tags['fingerprint'][:6]}"
     assert tags["checkpoint_sha256"] == checkpoint.file_sha256(ckpt)
     assert tags["checkpoint_sha256"] == result.metrics["checkpoint_sha256"]
 
@@ -148,3 +154,42 @@ def test_unreachable_tracking_server_is_a_quick_rotnet_error(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: refused
     with pytest.raises(RotnetError, match="MLflow"):
         tracking.check_reachable(timeout=2)
+
+
+def test_the_experiment_opens_in_the_model_training_view(tracking_store):
+    client = tracking_store.client()
+    kind = client.get_experiment_by_name("rotnet").tags.get(tracking.EXPERIMENT_KIND_TAG)
+    assert kind == tracking.MODEL_TRAINING_KIND == "custom_model_development"
+    # An experiment made without the tag (by an older rotnet) gets it when a run starts.
+    made_before = client.create_experiment("older")
+    tracking.Tracker(experiment="older").start("a-run", {}, {})
+    assert client.get_experiment(made_before).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_source_name_is_the_script_or_the_cli_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROTNET_HOME", str(tmp_path))
+    assert tracking.source_name([str(tmp_path / "stages" / "pretrain.py"), "b4-r4"]) == "stages/pretrain.py"
+    assert tracking.source_name(["/venv/bin/rotnet", "probe", "x.pt"]) == "rotnet probe"
+    assert tracking.source_name(["/elsewhere/tool.py"]) == "tool.py"
+
+
+def test_run_names_tell_study_runs_apart(pretrained, tracking_store, tmp_path, tiny_data):
+    """Two probes that differ only in their label subset, and runs with other seeds, get
+    different names, each naming method, block, variant and seed."""
+    config, pre = pretrained
+    backbone = experiments.load_backbone(pre.out_dir / "checkpoint.pt")
+    names = set()
+    for k, seed in ((1, 0), (2, 0), (2, 1)):
+        run = experiments.probe(make_seed(config, seed), backbone, block=2, data=tiny_data,
+                                out_dir=tmp_path / f"k{k}-s{seed}", subset_per_class=k,
+                                extra_tags={"subset_per_class": k})
+        name = tracking_store.run(run.run_id).info.run_name
+        assert name.startswith(f"nonlinear-block2-b4-r4-k{k}-s{seed}-"), name
+        names.add(name)
+    assert len(names) == 3
+
+
+def make_seed(config, seed: int):
+    from dataclasses import replace
+
+    return replace(config, runtime=replace(config.runtime, seed=seed))

@@ -155,7 +155,7 @@ def test_pruned_trial_is_killed_not_finished(checkpoint, store):
 
 
 def test_bad_requests_exit_2_before_anything(checkpoint, store, capsys):
-    for extra, message in ((["--target", "pretext"], "unknown tuning target"),
+    for extra, message in ((["--target", "pretext"], "--target pretext: choose one of probe, pretrain"),
                            (["--trials", "0"], "at least 1"),
                            (["--block", "9"], "cannot probe block 9")):
         args = tune_args(checkpoint, store, study="bad") + extra
