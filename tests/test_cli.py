@@ -176,7 +176,7 @@ CHOICE_CASES = [
     (["ablate", "--blocks", "7"], "--blocks 7: choose one of 3, 4, 5"),
     (["pretrain", "--dataset", "imagenet"], "--dataset imagenet: choose one of generated, cifar10"),
     (["probe", "x.pt", "--kind", "svm"], "--kind svm: choose one of nonlinear, conv"),
-    (["params", "--profile", "huge"], "--profile huge: choose one of paper, quick, smoke"),
+    (["params", "--profile", "huge"], "--profile huge: choose one of paper, paper-authors, quick, smoke"),
     (["report", "--profile", "huge"], "--profile huge"),
     (["tune", "--target", "probes"], "--target probes: choose one of probe, pretrain"),
 ]
