@@ -434,10 +434,13 @@ def tune(
 @app.command()
 def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0.0.1", "--host")):
     """Open the MLflow UI on the project's tracking store."""
-    from rotnet.tracking import tracking_uri
+    from rotnet import tracking
 
-    uri = tracking_uri()
-    console.print(f"MLflow UI for {uri} on http://{host}:{port}")
+    uri = tracking.tracking_uri()
+    base = f"http://{host}:{port}"
+    found = tracking.experiment_id()
+    console.print(f"MLflow UI for {uri}: open "
+                  f"{tracking.ui_link(base, found) if found else base}", soft_wrap=True)
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                "--host", host, "--port", str(port)])
 

@@ -301,7 +301,7 @@ def ui_base(ui_url: str | None = None) -> str:
 
 
 def run_url(run: Run, ui: str) -> str:
-    return f"{ui}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+    return tracking.ui_link(ui, run.experiment_id, run.run_id)
 
 
 def _num(value: float | None, signed: bool = False) -> str:

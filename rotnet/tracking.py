@@ -30,6 +30,22 @@ def class_metric(name: str) -> str:
 # charts); an untagged one opens as a GenAI experiment (traces, evaluations).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+# The tag alone does not do it in MLflow 3.17: the UI's GenAI / Model training switch follows
+# the URL's workflowType (else the browser's last choice, GenAI when new), so every link
+# rotnet prints or writes asks for the model-training view.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_link(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """A link into the MLflow UI at `base` that opens in the model-training view."""
+    page = f"{base}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{page}?{MODEL_TRAINING_VIEW}"
+
+
+def experiment_id(experiment: str = EXPERIMENT) -> str | None:
+    """The id of `experiment` in the store, or None before its first run."""
+    found = _client().get_experiment_by_name(experiment)
+    return found.experiment_id if found is not None else None
 
 
 def project_root() -> Path:
