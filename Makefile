@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[workflow,test]'
 	touch $@
 
-# The study in the $(PROFILE) profile (quick: the generated data set, ~11 min on 2 CPU cores).
+# The study in the $(PROFILE) profile (quick: the generated data set, ~23 min on 2 AVX2-only CPU cores).
 # It rewrites params.yaml for that profile; `git checkout params.yaml` returns to the paper's.
 run: install
 	$(BIN)/rotnet params --profile $(PROFILE) --out params.yaml
