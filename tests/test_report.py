@@ -12,7 +12,7 @@ import pytest
 from rotnet import report, tracking
 from rotnet.config import Config
 from rotnet.errors import RotnetError
-from rotnet.tracking import Tracker
+from rotnet.tracking import MODEL_TRAINING_VIEW, Tracker
 
 PROFILE, DATASET = "quick", "cifar10"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -131,7 +131,7 @@ def test_tables_show_ours_paper_difference_and_run_link(store):
     # 4-block B2: ours (final epoch, not best) / paper (ours - paper) link
     assert (f"88.00 / 89.06 (-1.06) [{ids['b4r4_b2'][:8]}]"
             f"(http://127.0.0.1:5000/#/experiments/") in table1
-    assert f"/runs/{ids['b4r4_b2']})" in table1
+    assert f"/runs/{ids['b4r4_b2']}?{MODEL_TRAINING_VIEW})" in table1
     assert "— / 61.73" in table1  # a missing cell still shows the paper value
     table2 = (out / "table2.md").read_text()
     assert "| 8 rotations (multiples of 45°) | 87.00 | 88.51 | -1.51 |" in table2
@@ -212,7 +212,7 @@ def test_figure_points_trace_to_runs(store):
     assert got[("figure5b", "RotNet + conv (block 2)", 100.0)] == (73.73, ids["semi_rot_100"])
     md = (store["out"] / "figures.md").read_text()
     for key in ("snap_1", "snap_2", "semi_sup_20", "semi_rot_20", "semi_rot_100", "supervised"):
-        assert f"/runs/{ids[key]})" in md
+        assert f"/runs/{ids[key]}?{MODEL_TRAINING_VIEW})" in md
 
 
 def test_every_run_id_in_runs_json_exists_in_the_store(store):
@@ -221,7 +221,7 @@ def test_every_run_id_in_runs_json_exists_in_the_store(store):
     assert len(linked) >= 15 and set(linked) <= existing
     for entry in store["runs"]["cells"] + store["runs"]["points"]:
         if entry["run_id"]:
-            assert entry["url"].endswith(f"/runs/{entry['run_id']}")
+            assert entry["url"].endswith(f"/runs/{entry['run_id']}?{MODEL_TRAINING_VIEW}")
 
 
 def test_figures_are_png(store):
@@ -299,7 +299,8 @@ def test_table9_gives_per_class_accuracy_of_the_table3_runs(store):
     assert "| truck | 97.00 / 95.20 (+1.80) | 95.50 / 94.20 (+1.30) |" in table9
     assert table9.index("| airplane |") < table9.index("| truck |")  # the data set's order
     assert "| bird |" not in table9  # no class the runs did not log
-    assert f"/runs/{ids['supervised']})" in table9 and f"/runs/{ids['conv']})" in table9
+    assert (f"/runs/{ids['supervised']}?{MODEL_TRAINING_VIEW})" in table9
+            and f"/runs/{ids['conv']}?{MODEL_TRAINING_VIEW})" in table9)
     assert "final-epoch" in table9
 
 
