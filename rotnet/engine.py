@@ -195,23 +195,29 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
     return metrics
 
 
-@torch.no_grad()
-def evaluate(task: Task, data: DeviceData, runtime: Runtime) -> float:
-    """Top-1 accuracy (%) on the test split, per image (per rotated image for the pretext)."""
+def test_predictions(task: Task, data: DeviceData, runtime: Runtime):
+    """(predicted, target) per test batch of this rank's share, models in eval mode."""
     task.model.eval()
     if task.frozen is not None:
         task.frozen.eval()
-    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
-    total = 0
     world = runtime.world
     for start in range(world.rank * EVAL_BATCH, len(data.test_labels), EVAL_BATCH * world.world_size):
-        images = data.test_images[start:start + EVAL_BATCH]
-        x, y = make_inputs(task, images, data.test_labels[start:start + EVAL_BATCH], data, runtime)
+        x, y = make_inputs(task, data.test_images[start:start + EVAL_BATCH],
+                           data.test_labels[start:start + EVAL_BATCH], data, runtime)
         with runtime.autocast():
-            logits = forward(task, x)
-        correct += (logits.argmax(1) == y).sum()
+            predicted = forward(task, x).argmax(1)
+        yield predicted, y
+
+
+@torch.no_grad()
+def evaluate(task: Task, data: DeviceData, runtime: Runtime) -> float:
+    """Top-1 accuracy (%) on the test split, per image (per rotated image for the pretext)."""
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    total = 0
+    for predicted, y in test_predictions(task, data, runtime):
+        correct += (predicted == y).sum()
         total += len(y)
-    correct, total = world.sum(correct, torch.tensor(total, device=runtime.device))
+    correct, total = runtime.world.sum(correct, torch.tensor(total, device=runtime.device))
     return 100.0 * correct.item() / total.item()
 
 
@@ -219,22 +225,13 @@ def evaluate(task: Task, data: DeviceData, runtime: Runtime) -> float:
 def class_accuracy(task: Task, data: ImageData, runtime: Runtime) -> list[float]:
     """Top-1 accuracy (%) per class on the test split (class index order; NaN for a class
     with no test image). For classifiers: once, after the final epoch (Table 9)."""
-    task.model.eval()
-    if task.frozen is not None:
-        task.frozen.eval()
-    device_data = DeviceData(data, runtime.device)
     classes = data.num_classes
     correct = torch.zeros(classes, device=runtime.device, dtype=torch.long)
     total = torch.zeros(classes, device=runtime.device, dtype=torch.long)
-    world = runtime.world
-    for start in range(world.rank * EVAL_BATCH, len(data.test_labels), EVAL_BATCH * world.world_size):
-        x, y = make_inputs(task, device_data.test_images[start:start + EVAL_BATCH],
-                           device_data.test_labels[start:start + EVAL_BATCH], device_data, runtime)
-        with runtime.autocast():
-            predicted = forward(task, x).argmax(1)
+    for predicted, y in test_predictions(task, DeviceData(data, runtime.device), runtime):
         correct += torch.bincount(y[predicted == y], minlength=classes)
         total += torch.bincount(y, minlength=classes)
-    correct, total = world.sum(correct, total)
+    correct, total = runtime.world.sum(correct, total)
     return (100.0 * correct.double() / total.double()).tolist()
 
 
