@@ -177,7 +177,7 @@ def probe(
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
-    section = "finetune" if finetune else ("conv_probe__optim" if kind == "conv" else "probe__optim")
+    section = "finetune__optim" if finetune else ("conv_probe__optim" if kind == "conv" else "probe__optim")
     config = build_config(params, profile or _checkpoint_profile(checkpoint), set_, {
         **common(dataset, data_root, seed, device), **nested(**{f"{section}__epochs": epochs})})
     data = experiments.load_dataset(config)

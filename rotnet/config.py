@@ -77,13 +77,26 @@ class PretrainConfig:
 
 @dataclass
 class ProbeConfig:
-    """A classifier on a pretrained backbone: frozen (probe) or trained with it (fine-tune)."""
+    """The non-linear probe (3 FC layers) on frozen features; the stage or command names
+    the block."""
 
-    kind: str = "nonlinear"  # nonlinear (3 FC layers) | conv (NIN block 3 + linear)
-    block: int = 2
-    finetune: bool = False
-    hidden: int = 200
+    hidden: int = 200  # units of its two hidden layers (also the fine-tuned non-linear head's)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(milestones=[20, 40, 45]))
+
+
+@dataclass
+class ConvProbeConfig:
+    """The conv probe (NIN block 3 + linear) on frozen features."""
+
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(milestones=[35, 70, 85]))
+
+
+@dataclass
+class FinetuneConfig:
+    """Either probe with the backbone trained too. Its schedule is not published: the conv
+    probe's, with every layer trained."""
+
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(milestones=[35, 70, 85]))
 
 
 @dataclass
@@ -128,10 +141,8 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    conv_probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(
-        kind="conv", optim=OptimConfig(milestones=[35, 70, 85])))
-    # Fine-tuning schedule (not published): the conv probe's, with every layer trained.
-    finetune: OptimConfig = field(default_factory=lambda: OptimConfig(milestones=[35, 70, 85]))
+    conv_probe: ConvProbeConfig = field(default_factory=ConvProbeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     semisup: SemisupConfig = field(default_factory=SemisupConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
@@ -172,11 +183,7 @@ class Config:
               f"choose one of {', '.join(ROTATION_SET_NAMES)}")
         check(self.pretrain.width > 0 and math.isfinite(self.pretrain.width),
               f"pretrain.width must be a finite number > 0 (got {self.pretrain.width})")
-        for name, probe in (("probe", self.probe), ("conv_probe", self.conv_probe)):
-            check(probe.kind in PROBE_KINDS,
-                  f"{name}.kind must be one of {', '.join(PROBE_KINDS)} (got {probe.kind!r})")
-            check(1 <= probe.block <= 5, f"{name}.block must be between 1 and 5 (got {probe.block})")
-            check(probe.hidden >= 1, f"{name}.hidden must be >= 1 (got {probe.hidden})")
+        check(self.probe.hidden >= 1, f"probe.hidden must be >= 1 (got {self.probe.hidden})")
         for name, optim in self.optim_sections():
             check(optim.epochs >= 1, f"{name}.epochs must be >= 1 (got {optim.epochs})")
             check(optim.batch_size >= 1, f"{name}.batch_size must be >= 1 (got {optim.batch_size})")
@@ -214,7 +221,7 @@ class Config:
 
     def optim_sections(self):
         return [("pretrain.optim", self.pretrain.optim), ("probe.optim", self.probe.optim),
-                ("conv_probe.optim", self.conv_probe.optim), ("finetune", self.finetune),
+                ("conv_probe.optim", self.conv_probe.optim), ("finetune.optim", self.finetune.optim),
                 ("supervised.optim", self.supervised.optim), ("semisup.optim", self.semisup.optim)]
 
 
@@ -302,7 +309,7 @@ PROFILE_OVERRIDES: dict[str, dict] = {
                      "optim": {"epochs": 8, "milestones": [5, 7]}},
         "probe": {"optim": {"epochs": 6, "milestones": [4, 5]}},
         "conv_probe": {"optim": {"epochs": 6, "milestones": [4, 5]}},
-        "finetune": {"epochs": 6, "milestones": [4, 5]},
+        "finetune": {"optim": {"epochs": 6, "milestones": [4, 5]}},
         "supervised": {"optim": {"epochs": 10, "milestones": [5, 8]}},
         "semisup": {"per_class": [20, 100],
                     "optim": {"epochs": 5, "milestones": [3, 4], "epoch_samples": 1600}},
@@ -315,7 +322,7 @@ PROFILE_OVERRIDES: dict[str, dict] = {
                      "optim": {"epochs": 2, "batch_size": 32, "milestones": [1]}},
         "probe": {"optim": {"epochs": 1, "batch_size": 32, "milestones": []}},
         "conv_probe": {"optim": {"epochs": 1, "batch_size": 32, "milestones": []}},
-        "finetune": {"epochs": 1, "batch_size": 32, "milestones": []},
+        "finetune": {"optim": {"epochs": 1, "batch_size": 32, "milestones": []}},
         "supervised": {"optim": {"epochs": 1, "batch_size": 32, "milestones": []}},
         "semisup": {"per_class": [5, 10],
                     "optim": {"epochs": 1, "batch_size": 32, "milestones": [], "epoch_samples": 256}},

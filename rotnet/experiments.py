@@ -289,7 +289,7 @@ def probe(config: Config, backbone: Backbone, *, kind: str = "nonlinear", block:
     trunk = backbone.module.truncated(block)
     if finetune:
         task = Task("finetune", nn.Sequential(trunk, head))
-        optim = optim or config.finetune
+        optim = optim or config.finetune.optim
     else:
         task = Task("probe", head, frozen=trunk)
         optim = optim or (config.conv_probe.optim if kind == "conv" else config.probe.optim)

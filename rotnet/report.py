@@ -178,7 +178,7 @@ def expected_fingerprint(config: Config, want: dict, *, subset_per_class: int | 
         return protocol.fingerprint(config, config.semisup_optim("supervised") if semisup else
                                     config.supervised.optim, model)
     kind, finetune = want["method"].split("-")[0], want["method"].endswith("-finetuned")
-    optim = (config.semisup_optim("rotnet-conv") if semisup else config.finetune if finetune else
+    optim = (config.semisup_optim("rotnet-conv") if semisup else config.finetune.optim if finetune else
              config.conv_probe.optim if kind == "conv" else config.probe.optim)
     backbone = backbone_protocol(config, want["variant"], snapshot_epoch)
     return protocol.fingerprint(config, optim, protocol.classifier_model(

@@ -1,5 +1,8 @@
 """DVC stage `ablation`: the variant in params `ablation` (set by `rotnet ablate`):
-pretraining, then the non-linear probe on every block."""
+pretraining, then the non-linear probe on every block. ablation/dvc.yaml passes the paths it
+declares: the run folder, the metrics folder."""
+
+from pathlib import Path
 
 from rotnet import experiments
 from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
@@ -7,13 +10,13 @@ from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_track
 from rotnet.progress import progress_hooks
 
 
-def main():
+def main(out, metrics):
     config = stage_config()
     variant = experiments.variant_name(config.ablation.blocks, config.ablation.rotations)
     config = with_variant(config, variant)
     tracker = stage_tracker("ablation")
     results = {}
-    with stage_outputs("runs/ablation") as out_dir:
+    with stage_outputs(out) as out_dir:
         out_dir = out_dir / variant
         with progress_hooks(f"ablation {variant} pretrain") as hooks:
             results["pretrain"] = experiments.pretrain(config, out_dir / "pretrain",
@@ -25,7 +28,7 @@ def main():
                     config, backbone, kind="nonlinear", block=block, hooks=hooks,
                     out_dir=out_dir / f"probe-block{block}", tracker=tracker)
     for name, result in results.items():
-        write_run_metrics(f"metrics/ablation/{name}.json", result)
+        write_run_metrics(Path(metrics) / f"{name}.json", result)
 
 
 if __name__ == "__main__":

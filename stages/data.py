@@ -9,7 +9,7 @@ from rotnet.experiments import load_dataset
 from rotnet.pipeline import run_stage, stage_config
 
 
-def main(out="runs/data.json"):
+def main(out):
     config = stage_config()
     data = load_dataset(config)
     digest = hashlib.sha256()

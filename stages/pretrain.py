@@ -1,4 +1,5 @@
-"""DVC stage `pretrain@<variant>`: RotNet pretraining of one variant (e.g. b4-r8)."""
+"""DVC stage `pretrain@<variant>`: RotNet pretraining of one variant (e.g. b4-r8).
+dvc.yaml passes the paths it declares: the run folder, the metrics file, the plot file."""
 
 from rotnet import experiments
 from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
@@ -6,14 +7,13 @@ from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_track
 from rotnet.progress import progress_hooks
 
 
-def main(variant):
+def main(variant, out, metrics, plot):
     config = with_variant(stage_config(), variant)
-    with stage_outputs(f"runs/pretrain/{variant}") as out_dir, \
-            progress_hooks(f"pretrain@{variant}") as hooks:
+    with stage_outputs(out) as out_dir, progress_hooks(f"pretrain@{variant}") as hooks:
         result = experiments.pretrain(config, out_dir, hooks=hooks,
                                       tracker=stage_tracker(f"pretrain@{variant}"))
-    write_run_metrics(f"metrics/pretrain/{variant}.json", result)
-    write_history_csv(f"plots/pretrain/{variant}.csv", result.history)
+    write_run_metrics(metrics, result)
+    write_history_csv(plot, result.history)
 
 
 if __name__ == "__main__":

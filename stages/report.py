@@ -4,7 +4,7 @@ from rotnet.pipeline import run_stage, stage_config
 from rotnet.report import collect, write_report
 
 
-def main(out="reports"):
+def main(out):
     write_report(out, collect(stage_config()))
 
 

@@ -1,27 +1,31 @@
 """DVC stage `semisup@<K>`: with K labelled images per class, the conv probe on the
 4-block RotNet's block 2 vs a supervised NIN trained on those images alone (Figure 5b).
-Where the subset is the whole training set the supervised point is `table3@supervised`."""
+Where the subset is the whole training set the supervised point is `table3@supervised`.
+dvc.yaml passes the paths it declares: the subsets folder, the pretraining folder, the run
+folder, the metrics folder."""
+
+from pathlib import Path
 
 from rotnet import experiments, studies
-from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
+from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
 from rotnet.progress import progress_hooks
 
 
-def main(per_class):
+def main(per_class, subsets_dir, pretrain_dir, out, metrics):
     k = int(per_class)
     config = stage_config()
     tracker = stage_tracker(f"semisup@{k}")
-    backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
+    backbone = experiments.load_backbone(Path(pretrain_dir) / "checkpoint.pt")
     results = {}
-    with stage_outputs(f"runs/semisup/{k}") as out_dir:
-        for method in studies.semisup_methods(k, "runs/subsets"):
+    with stage_outputs(out) as out_dir:
+        for method in studies.semisup_methods(k, subsets_dir):
             with progress_hooks(f"semisup@{k} {method}") as hooks:
-                results[method] = studies.semisup_run(config, method, k, "runs/subsets",
+                results[method] = studies.semisup_run(config, method, k, subsets_dir,
                                                       backbone=backbone, out_dir=out_dir,
                                                       tracker=tracker, hooks=hooks)
     for method, result in results.items():
-        write_run_metrics(f"metrics/semisup/{k}/{method}.json", result)
+        write_run_metrics(Path(metrics) / f"{method}.json", result)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from rotnet.pipeline import run_stage, stage_config
 from rotnet.studies import write_subsets
 
 
-def main(out="runs/subsets"):
+def main(out):
     write_subsets(stage_config(), out)
 
 

@@ -1,11 +1,15 @@
 """DVC stage `table3@<method>`: the Table 3 runs besides the block-2 non-linear probe
 (which the `probe` stage makes): RotNet + conv, both fine-tuned variants, the supervised
 NIN, and the conv probe on a random backbone: with BatchNorm statistics calibrated on
-training images (`random-conv`) or as initialised (`random-conv-initial-bn`)."""
+training images (`random-conv`) or as initialised (`random-conv-initial-bn`).
+dvc.yaml passes the paths it declares: the pretraining folder, the run folder, the metrics
+file, the plot file."""
+
+from pathlib import Path
 
 from rotnet import experiments
 from rotnet.errors import RotnetError
-from rotnet.pipeline import (BASELINE_VARIANT, run_stage, stage_config, stage_outputs, stage_tracker,
+from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_history_csv, write_run_metrics)
 from rotnet.progress import progress_hooks
 
@@ -18,15 +22,14 @@ METHODS = {  # method -> (probe kind, fine-tune)
 }
 
 
-def main(method):
-    with stage_outputs(f"runs/table3/{method}") as out_dir, \
-            progress_hooks(f"table3@{method}") as hooks:
-        result = train(method, out_dir, hooks)
-    write_run_metrics(f"metrics/table3/{method}.json", result)
-    write_history_csv(f"plots/table3/{method}.csv", result.history)
+def main(method, pretrain_dir, out, metrics, plot):
+    with stage_outputs(out) as out_dir, progress_hooks(f"table3@{method}") as hooks:
+        result = train(method, Path(pretrain_dir), out_dir, hooks)
+    write_run_metrics(metrics, result)
+    write_history_csv(plot, result.history)
 
 
-def train(method, out_dir, hooks):
+def train(method, pretrain_dir, out_dir, hooks):
     config = stage_config()
     tracker = stage_tracker(f"table3@{method}")
     if method == "supervised":
@@ -39,7 +42,7 @@ def train(method, out_dir, hooks):
     if method.startswith("random-conv"):
         backbone = experiments.random_backbone(config, data, calibrated=method == "random-conv")
     else:
-        backbone = experiments.load_backbone(f"runs/pretrain/{BASELINE_VARIANT}/checkpoint.pt")
+        backbone = experiments.load_backbone(pretrain_dir / "checkpoint.pt")
     return experiments.probe(config, backbone, kind=kind, block=2, finetune=finetune,
                              out_dir=out_dir, tracker=tracker, hooks=hooks, data=data)
 

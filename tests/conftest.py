@@ -38,7 +38,7 @@ TINY = {
                  "optim": {"epochs": 2, "batch_size": 16, "milestones": [1]}},
     "probe": {"optim": {"epochs": 1, "batch_size": 16}},
     "conv_probe": {"optim": {"epochs": 1, "batch_size": 16}},
-    "finetune": {"epochs": 1, "batch_size": 16},
+    "finetune": {"optim": {"epochs": 1, "batch_size": 16}},
     "supervised": {"optim": {"epochs": 1, "batch_size": 16}},
     "runtime": {"log_every": 1000},
 }

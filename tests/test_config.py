@@ -32,13 +32,11 @@ def test_defaults_are_the_paper_protocol():
     assert p.optim.epoch_samples is None
 
     # Non-linear probe: 0.1 / 0.02 / 0.004 / 0.0008 from epochs 0 / 20 / 40 / 45.
-    assert config.probe.kind == "nonlinear" and config.probe.block == 2
-    assert config.probe.hidden == 200 and config.probe.finetune is False
+    assert config.probe.hidden == 200
     assert config.probe.optim.epochs == 100 and config.probe.optim.milestones == [20, 40, 45]
     check_paper_sgd(config.probe.optim)
 
     # Conv probe: milestones 35 / 70 / 85.
-    assert config.conv_probe.kind == "conv"
     assert config.conv_probe.optim.epochs == 100
     assert config.conv_probe.optim.milestones == [35, 70, 85]
     check_paper_sgd(config.conv_probe.optim)
@@ -56,7 +54,7 @@ def test_defaults_are_the_paper_protocol():
 
     # Figure 5a: every 20 epochs, block 2.
     assert config.snapshots.every == 20 and config.snapshots.block == 2
-    check_paper_sgd(config.finetune)
+    check_paper_sgd(config.finetune.optim)
 
 
 def test_paper_profile_by_name_equals_the_defaults():

@@ -102,3 +102,13 @@ def test_editing_augment_makes_the_probe_stages_stale(tmp_path):
     assert set(status) == {f"probe@{key}" for key in probes}
     assert all(entry == [{"changed deps": {"rotnet/augment.py": "modified"}}]
                for entry in status.values()), status
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_stage_scripts_take_their_paths_from_the_stage_command(pipeline):
+    """dvc.yaml owns the paths: a script names none of the folders its stage declares."""
+    for name, script, _ in stages(pipeline):
+        literals = {node.value for node in ast.walk(ast.parse(script.read_text()))
+                    if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        held = [s for s in literals if re.match(r"(runs|metrics|plots|reports)(/|$)", s)]
+        assert not held, f"{pipeline} stage {name}: {script.name} holds {held}"

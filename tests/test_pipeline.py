@@ -75,8 +75,7 @@ def test_smoke_pipeline_end_to_end(project):
 
     # Changing a probe parameter invalidates the probes and what follows, not pretraining.
     params = (dest / "params.yaml").read_text()
-    changed = params.replace("probe:\n  kind: nonlinear\n  block: 2\n  finetune: false\n  hidden: 200",
-                             "probe:\n  kind: nonlinear\n  block: 2\n  finetune: false\n  hidden: 100")
+    changed = params.replace("probe:\n  hidden: 200", "probe:\n  hidden: 100")
     assert changed != params
     (dest / "params.yaml").write_text(changed)
     stale = set(json.loads(run(["dvc", "status", "--json", "dvc.yaml"], dest, env).stdout))
@@ -91,12 +90,15 @@ def test_bad_params_and_variants_exit_2(project, tmp_path):
     bad = dest / "bad-params"
     bad.mkdir(exist_ok=True)
     (bad / "params.yaml").write_text("profile: smoke\npretrain:\n  blockz: 4\n")
-    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b4-r4"], bad, env, check=False)
+    outs = ["runs/pretrain/b4-r4", "metrics/pretrain/b4-r4.json", "plots/pretrain/b4-r4.csv"]
+    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b4-r4", *outs], bad, env,
+                 check=False)
     assert result.returncode == 2 and "blockz" in result.stderr
     (bad / "params.yaml").write_text("profile: smoke\npretrain:\n  width: wide\n")
-    result = run([sys.executable, str(dest / "stages" / "data.py")], bad, env, check=False)
+    result = run([sys.executable, str(dest / "stages" / "data.py"), "runs/data.json"], bad, env, check=False)
     assert result.returncode == 2 and "pretrain.width" in result.stderr
-    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b7-r4"], dest, env, check=False)
+    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b7-r4", *outs], dest, env,
+                 check=False)
     assert result.returncode == 2 and "unknown variant" in result.stderr
     result = run([str(BIN / "rotnet"), "ablate", "--rotations", "3"], dest, env, check=False)
     assert result.returncode == 2 and "--rotations 3" in result.stderr
