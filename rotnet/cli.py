@@ -16,9 +16,10 @@ import typer
 from rich.console import Console
 
 from rotnet import __version__
-from rotnet.config import BLOCK_CHOICES, DATASETS, PROBE_KINDS, PROFILES, ROTATION_SET_NAMES
+from rotnet.config import DATASETS, PROFILES
 from rotnet.errors import RotnetError
 from rotnet.protocol import RANDOM_VARIANTS
+from rotnet.registry import BLOCK_CHOICES, HEADS, ROTATION_SETS, rotation_set_help
 from rotnet.tune import TARGETS as TUNE_TARGETS
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -138,8 +139,8 @@ def version(_: bool = typer.Option(False, "--version", is_eager=True, callback=s
 @app.command()
 def pretrain(
     blocks: Optional[int] = choice_option(None, "--blocks", BLOCK_CHOICES, "NIN blocks."),
-    rotations: Optional[str] = choice_option(None, "--rotations", ROTATION_SET_NAMES,
-                                             "Rotation set: 4, 8, 2 (0/180) or 2-perp (90/270)."),
+    rotations: Optional[str] = choice_option(None, "--rotations", ROTATION_SETS,
+                                             f"Rotation set: {rotation_set_help()}."),
     width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier (1.0 = paper)."),
     dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
     epochs: Optional[int] = EpochsOpt, seed: Optional[int] = SeedOpt, device: Optional[str] = DeviceOpt,
@@ -165,7 +166,7 @@ def probe(
                                       "calibrated on training images), 'random-initial-bn' for "
                                       "one with BatchNorm as initialised.", callback=checkpoint_file),
     block: int = typer.Option(2, "--block", help="Which block's output to classify (1-based)."),
-    kind: str = choice_option("nonlinear", "--kind", PROBE_KINDS, "nonlinear (3 FC layers) or "
+    kind: str = choice_option("nonlinear", "--kind", HEADS, "nonlinear (3 FC layers) or "
                               "conv (a fresh NIN block + linear)."),
     finetune: bool = typer.Option(False, "--finetune/--frozen", help="Train the backbone too."),
     dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
@@ -316,7 +317,7 @@ def report(
 
 @app.command()
 def ablate(
-    rotations: str = choice_option("4", "--rotations", ROTATION_SET_NAMES,
+    rotations: str = choice_option("4", "--rotations", ROTATION_SETS,
                                    "Rotation set of the variant."),
     blocks: int = choice_option(4, "--blocks", BLOCK_CHOICES, "NIN blocks of the variant."),
     queue: bool = typer.Option(False, "--queue", help="Only queue the DVC experiment "
@@ -327,18 +328,17 @@ def ablate(
     import subprocess
 
     from rotnet.config import Config
-    from rotnet.pipeline import BASELINE_VARIANT, parse_variant, stage_config
+    from rotnet.pipeline import stage_config
+    from rotnet.registry import BASELINE, baseline_stages, parse_variant, variant_name
     from rotnet.report import ablation_table
 
-    variant = f"b{blocks}-r{rotations}"
+    variant = variant_name(blocks, rotations)
     parse_variant(variant)  # a variant that does not exist: exit 2 before DVC starts
     if not Path("ablation/dvc.yaml").exists():
         raise RotnetError("run `rotnet ablate` from the project root (ablation/dvc.yaml not found)")
     config: Config = stage_config()
-    baseline = [f"pretrain@{BASELINE_VARIANT}"] + [
-        f"probe@{BASELINE_VARIANT}-block{b}" for b in range(1, 5)]
     command = ["dvc", "exp", "run", "-S", f"ablation.blocks={blocks}",
-               "-S", f"ablation.rotations='{rotations}'", "ablation/dvc.yaml", *baseline]
+               "-S", f"ablation.rotations='{rotations}'", "ablation/dvc.yaml", *baseline_stages()]
     if queue:
         command.insert(3, "--queue")
     console.print("$ " + " ".join(command))
@@ -346,7 +346,7 @@ def ablate(
         raise RotnetError("the DVC experiment failed (see its output above)")
     if queue:
         return
-    Console().print(ablation_table(config, variant, BASELINE_VARIANT))
+    Console().print(ablation_table(config, variant, BASELINE))
 
 
 @app.command("params")

@@ -19,12 +19,10 @@ import typing
 from dataclasses import dataclass, field
 
 from rotnet.errors import RotnetError
+from rotnet.registry import BLOCK_CHOICES, ROTATION_SETS
 
 PROFILES = ("paper", "paper-authors", "quick", "smoke")
 DATASETS = ("generated", "cifar10", "fashion-mnist", "imagefolder")
-ROTATION_SET_NAMES = ("4", "8", "2", "2-perp")
-BLOCK_CHOICES = (3, 4, 5)
-PROBE_KINDS = ("nonlinear", "conv")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -169,18 +167,16 @@ class Config:
 
     def validate(self) -> None:
         check = _checker()
-        check(self.pretrain.blocks in BLOCK_CHOICES,
-              f"pretrain.blocks must be one of 3, 4, 5 (got {self.pretrain.blocks})")
-        check(self.supervised.blocks in BLOCK_CHOICES,
-              f"supervised.blocks must be one of 3, 4, 5 (got {self.supervised.blocks})")
-        check(self.ablation.blocks in BLOCK_CHOICES,
-              f"ablation.blocks must be one of 3, 4, 5 (got {self.ablation.blocks})")
-        check(self.ablation.rotations in ROTATION_SET_NAMES,
+        for name, blocks in (("pretrain", self.pretrain.blocks), ("supervised", self.supervised.blocks),
+                             ("ablation", self.ablation.blocks)):
+            check(blocks in BLOCK_CHOICES, f"{name}.blocks must be one of "
+                  f"{', '.join(map(str, BLOCK_CHOICES))} (got {blocks})")
+        check(self.ablation.rotations in ROTATION_SETS,
               f"unsupported rotation set {self.ablation.rotations!r}; "
-              f"choose one of {', '.join(ROTATION_SET_NAMES)}")
-        check(self.pretrain.rotations in ROTATION_SET_NAMES,
+              f"choose one of {', '.join(ROTATION_SETS)}")
+        check(self.pretrain.rotations in ROTATION_SETS,
               f"unsupported rotation set {self.pretrain.rotations!r}; "
-              f"choose one of {', '.join(ROTATION_SET_NAMES)}")
+              f"choose one of {', '.join(ROTATION_SETS)}")
         check(self.pretrain.width > 0 and math.isfinite(self.pretrain.width),
               f"pretrain.width must be a finite number > 0 (got {self.pretrain.width})")
         check(self.probe.hidden >= 1, f"probe.hidden must be >= 1 (got {self.probe.hidden})")

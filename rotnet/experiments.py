@@ -28,6 +28,7 @@ from rotnet.engine import Hooks, Runtime, StopRun, Task, class_accuracy, fit
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
+from rotnet.registry import HEADS, variant_name
 from rotnet.rotations import rotation_set
 from rotnet.tracking import NullTracker, Tracker, class_metric, flatten
 
@@ -45,10 +46,6 @@ class RunResult:
 
 def output_root(config: Config) -> Path:
     return Path("outputs") / f"{config.data.dataset}-{config.profile}"
-
-
-def variant_name(blocks: int, rotations: str) -> str:
-    return f"b{blocks}-r{rotations}"
 
 
 def load_dataset(config: Config) -> ImageData:
@@ -263,7 +260,7 @@ def classifier_head(kind: str, backbone: NINBackbone, block: int, in_channels: i
         return nonlinear_probe(c * h * w, num_classes, hidden)
     if kind == "conv":
         return conv_probe(backbone.out_channels[block - 1], num_classes, width)
-    raise RotnetError(f"unknown probe kind {kind!r}; choose nonlinear or conv")
+    raise RotnetError(f"unknown probe kind {kind!r}; choose {' or '.join(HEADS)}")
 
 
 def probe(config: Config, backbone: Backbone, *, kind: str = "nonlinear", block: int = 2,
@@ -276,8 +273,8 @@ def probe(config: Config, backbone: Backbone, *, kind: str = "nonlinear", block:
     n_blocks = len(backbone.module.blocks)
     if not 1 <= block <= n_blocks:
         raise RotnetError(f"cannot probe block {block}: the checkpoint has {n_blocks} blocks")
-    if kind not in ("nonlinear", "conv"):
-        raise RotnetError(f"unknown probe kind {kind!r}; choose nonlinear or conv")
+    if kind not in HEADS:
+        raise RotnetError(f"unknown probe kind {kind!r}; choose {' or '.join(HEADS)}")
     data = data or load_dataset(config)
     if backbone.module.blocks[0][0].in_channels != data.channels:
         raise RotnetError(f"the backbone takes {backbone.module.blocks[0][0].in_channels}-channel "
@@ -340,5 +337,4 @@ def read_result(out_dir: str | Path) -> dict:
 
 
 __all__ = ["Backbone", "NullTracker", "RunResult", "execute", "load_backbone", "load_dataset",
-           "output_root", "pretrain", "probe", "random_backbone", "read_result", "supervised",
-           "variant_name"]
+           "output_root", "pretrain", "probe", "random_backbone", "read_result", "supervised"]

@@ -1,8 +1,8 @@
 """What the DVC stage scripts in `stages/` share: reading params.yaml into a `Config`,
 naming variants, tagging MLflow runs with their stage, writing DVC metrics and plots.
 
-The study itself (which variants, which probes) is spelled out in dvc.yaml; this
-module only keeps the stage scripts to a few lines each.
+The study itself (which variants, which probes) is spelled out in dvc.yaml, checked against
+`rotnet.registry`; this module only keeps the stage scripts to a few lines each.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import re
 import shutil
 import sys
 from dataclasses import replace
@@ -22,12 +21,10 @@ from rotnet.checkpoint import atomic_write_text
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.params import read_params
+from rotnet.registry import parse_variant
 from rotnet.tracking import Tracker
 
 PARAMS_FILE = "params.yaml"
-# The paper's ablations (Tables 1 and 2): NIN depth with 4 rotations, rotation sets at 4 blocks.
-VARIANTS = ("b3-r4", "b4-r4", "b5-r4", "b4-r8", "b4-r2", "b4-r2-perp")
-BASELINE_VARIANT = "b4-r4"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "images_per_s")
 # The keys of every DVC metrics file (one file per run), so `dvc metrics show` is one narrow
 # table: final and best test accuracy (%), the best epoch, the epochs trained.
@@ -36,15 +33,6 @@ RUN_METRICS = ("test_acc", "best_test_acc", "best_epoch", "epochs")
 
 def stage_config(path: str | Path = PARAMS_FILE) -> Config:
     return Config.from_dict(read_params(path))
-
-
-def parse_variant(variant: str) -> tuple[int, str]:
-    """"b4-r2-perp" -> (4, "2-perp")."""
-    match = re.fullmatch(r"b(\d)-r(4|8|2|2-perp)", variant)
-    if not match or int(match.group(1)) not in (3, 4, 5):
-        raise RotnetError(f"unknown variant {variant!r}: expected b<3|4|5>-r<4|8|2|2-perp>, "
-                          f"e.g. {', '.join(VARIANTS)}")
-    return int(match.group(1)), match.group(2)
 
 
 def with_variant(config: Config, variant: str) -> Config:

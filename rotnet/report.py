@@ -27,17 +27,18 @@ from rotnet.checkpoint import atomic_write
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.pipeline import with_variant
+from rotnet.registry import BASELINE, parse_variant, rotation_set_label
 
 UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
 DEFAULT_UI = "http://127.0.0.1:5000"
-ROTNET = "b4-r4"  # the paper's main RotNet (4 blocks, 4 rotations): Table 3, Figures 5a/5b
 MISSING = "—"
 NOTE = ("Numbers: final-epoch top-1 test accuracy per image, in % (the authors' code kept "
         "the best test epoch instead; ours is in runs.json as best_value).")
 TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Difference: ours − paper. " + MISSING +
               ": not run under this protocol (no finished run with the cell's fingerprint).")
 
-# The paper's CIFAR-10 test accuracies (%): Tables 1-3 of Gidaris, Singh, Komodakis,
+# The paper's CIFAR-10 test accuracies (%), Tables 1 and 2 keyed by variant
+# (`tests/test_registry.py` checks the keys against rotnet.registry): Tables 1-3 of Gidaris, Singh, Komodakis,
 # "Unsupervised Representation Learning by Predicting Image Rotations", ICLR 2018.
 PAPER = {
     "table1": {"b3-r4": (85.45, 88.26, 62.09), "b4-r4": (85.07, 89.06, 86.21, 61.73),
@@ -127,12 +128,11 @@ def table_specs() -> list[tuple[str, str, str, float | None, dict]]:
     specs = []
     for variant, paper in PAPER["table1"].items():
         for block, value in enumerate(paper, 1):
-            specs.append(("table1", f"RotNet {variant[1]} blocks", f"B{block}", value,  # b3-r4: 3
+            specs.append(("table1", f"RotNet {parse_variant(variant)[0]} blocks", f"B{block}", value,
                           {"method": "nonlinear", "variant": variant, "block": str(block)}))
-    rows2 = {"b4-r4": "4 rotations (0°, 90°, 180°, 270°)", "b4-r8": "8 rotations (multiples of 45°)",
-             "b4-r2": "2 rotations (0°, 180°)", "b4-r2-perp": "2 rotations (90°, 270°)"}
-    for variant, row in rows2.items():
-        specs.append(("table2", row, "accuracy", PAPER["table2"][variant],
+    for variant, value in PAPER["table2"].items():
+        row = rotation_set_label(parse_variant(variant)[1])
+        specs.append(("table2", row, "accuracy", value,
                       {"method": "nonlinear", "variant": variant, "block": "2"}))
     rows3 = [("Supervised NIN", "supervised", {"kind": "supervised"}),
              ("Random init + conv (BatchNorm as initialised)", "random-conv-initial-bn",
@@ -146,7 +146,7 @@ def table_specs() -> list[tuple[str, str, str, float | None, dict]]:
              ("RotNet + conv (fine-tuned)", "conv-finetuned", {"method": "conv-finetuned"})]
     for row, key, want in rows3:
         if key != "supervised":
-            want = {"variant": ROTNET, "block": "2", **want}
+            want = {"variant": BASELINE, "block": "2", **want}
         specs.append(("table3", row, "accuracy", PAPER["table3"].get(key), want))
     return specs
 
@@ -252,7 +252,7 @@ def collect(config: Config) -> ReportData:
 def figure_points(config: Config, runs: list[Run]) -> list[Point]:
     """Figure 5a (snapshot probes) and 5b (semi-supervised) points of the protocol `config`."""
     points = []
-    probe_on_snapshot = {"method": "nonlinear", "block": str(config.snapshots.block), "variant": ROTNET}
+    probe_on_snapshot = {"method": "nonlinear", "block": str(config.snapshots.block), "variant": BASELINE}
     snaps = latest_by(runs, "snapshot_epoch", lambda epoch: expected_fingerprint(
         config, probe_on_snapshot, snapshot_epoch=epoch), study="snapshots", **probe_on_snapshot)
     for epoch, run in snaps.items():
@@ -263,7 +263,7 @@ def figure_points(config: Config, runs: list[Run]) -> list[Point]:
             continue
         points.append(Point("figure5a", "rotation prediction (snapshot)", epoch, rotation, run))
     for series, want in (("RotNet + conv (block 2)", {"method": "conv", "block": "2",
-                                                      "variant": ROTNET}),
+                                                      "variant": BASELINE}),
                          ("supervised NIN", {"kind": "supervised"})):
         def fingerprint_at(k: int, want=want) -> str | None:
             return (expected_fingerprint(config, want, subset_per_class=k)
@@ -480,7 +480,7 @@ def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = Non
     return [out / name for name in files]
 
 
-def ablation_table(config: Config, variant: str, baseline: str = "b4-r4"):
+def ablation_table(config: Config, variant: str, baseline: str = BASELINE):
     """A Rich table for `rotnet ablate`: the variant's rotation accuracy and its non-linear
     probe accuracy per block, next to the baseline's, with the difference; only runs of the
     protocol `config` states count (as in the report)."""

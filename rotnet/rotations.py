@@ -29,13 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from rotnet.errors import RotnetError
-
-ROTATION_SETS: dict[str, tuple[int, ...]] = {
-    "4": (0, 90, 180, 270),
-    "8": (0, 45, 90, 135, 180, 225, 270, 315),
-    "2": (0, 180),
-    "2-perp": (90, 270),
-}
+from rotnet.registry import ROTATION_SETS
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Callable
 from rotnet.config import Config, OptimConfig
 from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
+from rotnet.registry import variant_name
 from rotnet.tracking import NullTracker, Tracker, flatten, project_root
 
 TARGETS = ("probe", "pretrain")
@@ -214,7 +215,7 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
                              checkpoint_sha256=backbone.lineage["pretrain_checkpoint_sha256"])
         default_name = f"probe-{backbone.lineage['variant'] or 'backbone'}-block{block}-{config.profile}"
     else:
-        default_name = (f"pretrain-{experiments.variant_name(config.pretrain.blocks, config.pretrain.rotations)}"
+        default_name = (f"pretrain-{variant_name(config.pretrain.blocks, config.pretrain.rotations)}"
                         f"-{config.profile}")
     definition = {"search_space": space, "objective": objective_def}
     study_name = study_name or default_name

@@ -8,11 +8,12 @@ from rotnet import experiments
 from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
                              write_run_metrics)
 from rotnet.progress import progress_hooks
+from rotnet.registry import variant_name
 
 
 def main(out, metrics):
     config = stage_config()
-    variant = experiments.variant_name(config.ablation.blocks, config.ablation.rotations)
+    variant = variant_name(config.ablation.blocks, config.ablation.rotations)
     config = with_variant(config, variant)
     tracker = stage_tracker("ablation")
     results = {}

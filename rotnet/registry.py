@@ -1,0 +1,76 @@
+"""The study's names, each defined once and looked up by name: the rotation sets, the
+pretraining variants of Tables 1 and 2, the baseline RotNet and the probe heads.
+
+Config validation, the stage scripts, the report and the CLI take their choices from here;
+`tests/test_registry.py` checks dvc.yaml's matrices against it. Plain data only (no torch),
+so the CLI can offer the choices without importing the training code.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rotnet.errors import RotnetError
+
+# Rotation set name -> its angles in degrees, counter-clockwise; label k is angles[k].
+ROTATION_SETS: dict[str, tuple[int, ...]] = {
+    "4": (0, 90, 180, 270),
+    "8": (0, 45, 90, 135, 180, 225, 270, 315),
+    "2": (0, 180),
+    "2-perp": (90, 270),
+}
+BLOCK_CHOICES = (3, 4, 5)  # NIN depths a RotNet (or the supervised NIN) may have
+HEADS = ("nonlinear", "conv")  # probe heads: 3 FC layers | a fresh NIN block + linear
+
+# The paper's pretraining variants, (blocks, rotation set): NIN depth with 4 rotations
+# (Table 1, probed on every block), rotation sets at 4 blocks (Table 2, probed on block 2).
+DEPTH_VARIANTS = ((3, "4"), (4, "4"), (5, "4"))
+ROTATION_VARIANTS = ((4, "8"), (4, "2"), (4, "2-perp"))
+BASELINE_BLOCKS, BASELINE_ROTATIONS = 4, "4"  # the paper's main RotNet: Table 3, Figure 5
+
+
+def variant_name(blocks: int, rotations: str) -> str:
+    """(4, "2-perp") -> "b4-r2-perp"."""
+    return f"b{blocks}-r{rotations}"
+
+
+VARIANTS = tuple(variant_name(b, r) for b, r in DEPTH_VARIANTS + ROTATION_VARIANTS)
+BASELINE = variant_name(BASELINE_BLOCKS, BASELINE_ROTATIONS)
+# The probe stages: every block of the depth variants, block 2 of the rotation variants;
+# stage key "<variant>-block<N>" -> (variant, block).
+PROBES: dict[str, tuple[str, int]] = {
+    **{f"{variant_name(b, r)}-block{block}": (variant_name(b, r), block)
+       for b, r in DEPTH_VARIANTS for block in range(1, b + 1)},
+    **{f"{variant_name(b, r)}-block2": (variant_name(b, r), 2) for b, r in ROTATION_VARIANTS},
+}
+_VARIANT_PATTERN = re.compile(r"b(\d+)-r(.+)")
+
+
+def parse_variant(name: str) -> tuple[int, str]:
+    """"b4-r2-perp" -> (4, "2-perp"): any depth with any rotation set, not only the paper's."""
+    match = _VARIANT_PATTERN.fullmatch(name)
+    if not match or int(match.group(1)) not in BLOCK_CHOICES or match.group(2) not in ROTATION_SETS:
+        blocks, sets = "|".join(map(str, BLOCK_CHOICES)), "|".join(ROTATION_SETS)
+        raise RotnetError(f"unknown variant {name!r}: expected b<{blocks}>-r<{sets}>, "
+                          f"e.g. {', '.join(VARIANTS)}")
+    return int(match.group(1)), match.group(2)
+
+
+def baseline_stages() -> list[str]:
+    """The DVC stages of the baseline RotNet an ablation is compared with."""
+    return [f"pretrain@{BASELINE}"] + [f"probe@{key}" for key, (v, _) in PROBES.items() if v == BASELINE]
+
+
+def rotation_set_label(name: str) -> str:
+    """How the report names a rotation set: "4 rotations (0°, 90°, 180°, 270°)"."""
+    angles = ROTATION_SETS[name]
+    step = angles[1] - angles[0] if len(angles) > 2 else None
+    if step and angles == tuple(range(0, 360, step)) and len(angles) > 4:
+        return f"{len(angles)} rotations (multiples of {step}°)"
+    return f"{len(angles)} rotations ({', '.join(f'{a}°' for a in angles)})"
+
+
+def rotation_set_help() -> str:
+    """The rotation sets for --help: "4, 8, 2 (0/180) or 2-perp (90/270)"-like."""
+    named = [f"{name} ({'/'.join(map(str, angles))})" for name, angles in ROTATION_SETS.items()]
+    return ", ".join(named[:-1]) + " or " + named[-1]
