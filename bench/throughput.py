@@ -160,7 +160,7 @@ def project_rate(task: Task, data: DeviceData, runtime: Runtime, seconds: float)
         runtime.prepare_module(task.frozen).requires_grad_(False)
     optimizer, _ = make_optimizer(task.model, OptimConfig())
     frozen = runtime.maybe_compile(task.frozen) if task.frozen is not None else None
-    task = Task(task.kind, runtime.maybe_compile(task.model), frozen, task.rotations)
+    task = Task(task.name, runtime.maybe_compile(task.model), frozen, task.rotations)
     pool = torch.arange(len(data.train_labels))
     per_image = len(task.rotations) if task.rotations else 1
 

@@ -76,11 +76,11 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(path: str | Path, *, kind: str, arch: dict, config: dict, model, optimizer,
+def save_checkpoint(path: str | Path, *, task: str, arch: dict, config: dict, model, optimizer,
                     scheduler, epoch: int, history: list[dict], extra: dict | None = None) -> None:
     """`epoch` is the number of completed epochs; `arch` is what the model must match to load."""
     state = {
-        "format": FORMAT, "kind": kind, "arch": arch, "config": config, "epoch": epoch,
+        "format": FORMAT, "task": task, "arch": arch, "config": config, "epoch": epoch,
         "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "rng": rng_states(), "history": history,
         "extra": extra or {},
@@ -88,8 +88,8 @@ def save_checkpoint(path: str | Path, *, kind: str, arch: dict, config: dict, mo
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
-    """Load and check a rotnet checkpoint; `kind` (e.g. "pretrain") if the caller needs one."""
+def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict:
+    """Load and check a rotnet checkpoint; `task` (e.g. "pretrain") if the caller needs one."""
     path = Path(path)
     if not path.is_file():
         raise RotnetError(f"checkpoint not found: {path}")
@@ -103,8 +103,10 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
         raise RotnetError(f"{path} is not a readable checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RotnetError(f"{path} is not a rotnet checkpoint")
-    if kind is not None and state["kind"] != kind:
-        raise RotnetError(f"{path} is a {state['kind']} checkpoint, expected a {kind} checkpoint")
+    if "task" not in state and "kind" in state:  # written before the key was renamed
+        state["task"] = state.pop("kind")
+    if task is not None and state["task"] != task:
+        raise RotnetError(f"{path} is a {state['task']} checkpoint, expected a {task} checkpoint")
     return state
 
 
@@ -130,12 +132,12 @@ def check_config(state: dict, config: dict, path: str | Path) -> None:
                               f"has {key}={current.get(key)!r}; use another output directory")
 
 
-def resume(path: str | Path, *, kind: str, arch: dict, model, optimizer, scheduler) -> tuple[int, list[dict], dict]:
+def resume(path: str | Path, *, task: str, arch: dict, model, optimizer, scheduler) -> tuple[int, list[dict], dict]:
     """Restore everything from `path` if it exists. Returns (completed epochs, history, extra)."""
     path = Path(path)
     if not path.exists():
         return 0, [], {}
-    state = load_checkpoint(path, kind=kind)
+    state = load_checkpoint(path, task=task)
     check_arch(state, arch, path)
     _unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

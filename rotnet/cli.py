@@ -43,9 +43,9 @@ def one_of(option: str, choices) -> Callable:
     return check
 
 
-def choice_option(default, option: str, choices, help: str):
+def choice_option(default, option: str, choices, help: str, *aliases: str):
     """A typer.Option whose value must be one of `choices` (shown in --help)."""
-    return typer.Option(default, option, help=help, callback=one_of(option, choices),
+    return typer.Option(default, option, *aliases, help=help, callback=one_of(option, choices),
                         metavar="[" + "|".join(map(str, choices)) + "]")
 
 
@@ -166,8 +166,8 @@ def probe(
                                       "calibrated on training images), 'random-initial-bn' for "
                                       "one with BatchNorm as initialised.", callback=checkpoint_file),
     block: int = typer.Option(2, "--block", help="Which block's output to classify (1-based)."),
-    kind: str = choice_option("nonlinear", "--kind", HEADS, "nonlinear (3 FC layers) or "
-                              "conv (a fresh NIN block + linear)."),
+    head: str = choice_option("nonlinear", "--head", HEADS, "nonlinear (3 FC layers) or "
+                              "conv (a fresh NIN block + linear).", "--kind"),
     finetune: bool = typer.Option(False, "--finetune/--frozen", help="Train the backbone too."),
     dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
     epochs: Optional[int] = EpochsOpt, seed: Optional[int] = SeedOpt, device: Optional[str] = DeviceOpt,
@@ -178,7 +178,7 @@ def probe(
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
-    section = "finetune__optim" if finetune else ("conv_probe__optim" if kind == "conv" else "probe__optim")
+    section = "finetune__optim" if finetune else ("conv_probe__optim" if head == "conv" else "probe__optim")
     config = build_config(params, profile or _checkpoint_profile(checkpoint), set_, {
         **common(dataset, data_root, seed, device), **nested(**{f"{section}__epochs": epochs})})
     data = experiments.load_dataset(config)
@@ -187,10 +187,10 @@ def probe(
                                                calibrated=str(checkpoint) == RANDOM_VARIANTS[True])
     else:
         backbone = experiments.load_backbone(checkpoint, in_channels=data.channels)
-    with progress_hooks(f"{kind} probe, block {block}") as hooks:
-        result = experiments.probe(config, backbone, kind=kind, block=block, finetune=finetune,
+    with progress_hooks(f"{head} probe, block {block}") as hooks:
+        result = experiments.probe(config, backbone, head=head, block=block, finetune=finetune,
                                    out_dir=out, tracker=tracker_for(track), hooks=hooks, data=data)
-    report_result(f"{kind} {'fine-tuned' if finetune else 'probe'} on block {block}:", result)
+    report_result(f"{head} {'fine-tuned' if finetune else 'probe'} on block {block}:", result)
 
 
 def _checkpoint_profile(checkpoint: Path) -> Optional[str]:
@@ -199,7 +199,7 @@ def _checkpoint_profile(checkpoint: Path) -> Optional[str]:
         return None
     from rotnet.checkpoint import load_checkpoint
 
-    return load_checkpoint(checkpoint, kind="pretrain")["config"].get("profile")
+    return load_checkpoint(checkpoint, task="pretrain")["config"].get("profile")
 
 
 @app.command()
@@ -234,7 +234,7 @@ def semisup(
     out: Optional[Path] = OutOpt, set_: Optional[list[str]] = SetOpt, track: bool = TrackOpt,
 ):
     """Semi-supervised sweep (Figure 5b): conv probe on RotNet vs supervised NIN per subset size."""
-    from rotnet import experiments, studies
+    from rotnet import experiments, figure5
     from rotnet.progress import progress_hooks
 
     config = build_config(params, profile or _checkpoint_profile(checkpoint), set_, {
@@ -244,11 +244,11 @@ def semisup(
     backbone = experiments.load_backbone(checkpoint)  # refused before any subset file is written
     check_device_available(config.runtime.device)
     subsets_dir = subsets_dir or experiments.output_root(config) / "subsets"
-    studies.write_subsets(config, subsets_dir)
+    figure5.write_subsets(config, subsets_dir)
     for k in config.semisup.per_class:
-        for method in studies.semisup_methods(k, subsets_dir):
+        for method in figure5.semisup_methods(k, subsets_dir):
             with progress_hooks(f"{method}, {k} per class") as hooks:
-                result = studies.semisup_run(config, method, k, subsets_dir, backbone=backbone,
+                result = figure5.semisup_run(config, method, k, subsets_dir, backbone=backbone,
                                              out_dir=out, tracker=tracker_for(track), hooks=hooks)
             report_result(f"{method}, {k} labels per class:", result)
 
@@ -262,15 +262,15 @@ def snapshots(
     set_: Optional[list[str]] = SetOpt, track: bool = TrackOpt,
 ):
     """Figure 5a: a non-linear probe on block 2 of every pretraining snapshot."""
-    from rotnet import studies
+    from rotnet import figure5
     from rotnet.progress import progress_hooks
 
-    files = studies.snapshot_files(pretrain_dir)
+    files = figure5.snapshot_files(pretrain_dir)
     config = build_config(params, profile or _checkpoint_profile(files[0]), set_,
                           nested(runtime__device=device))
     for snap in files:
         with progress_hooks(f"probe on {snap.name}") as hooks:
-            result = studies.snapshot_probe(config, snap, out_dir=out, tracker=tracker_for(track),
+            result = figure5.snapshot_probe(config, snap, out_dir=out, tracker=tracker_for(track),
                                             hooks=hooks)
         report_result(f"{snap.name}:", result)
 
@@ -328,7 +328,7 @@ def ablate(
     import subprocess
 
     from rotnet.config import Config
-    from rotnet.pipeline import stage_config
+    from rotnet.stage_io import stage_config
     from rotnet.registry import BASELINE, baseline_stages, parse_variant, variant_name
     from rotnet.report import ablation_table
 

@@ -207,7 +207,7 @@ class Config:
             check(size is None or size >= 1, f"data.{size_name} must be >= 1 (got {size})")
 
     def semisup_optim(self, method: str) -> OptimConfig:
-        """Figure 5b's schedule for `method`, as the authors trained it: "rotnet-conv" as the
+        """Figure 5b's schedule for `method`, as the authors trained it: "conv" as the
         conv probe (`semisup.optim`), "supervised" as the supervised NIN (`supervised.optim`),
         both on epochs of `semisup.optim.epoch_samples` images."""
         if method == "supervised":

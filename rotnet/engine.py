@@ -44,7 +44,7 @@ class Task:
     """What one run trains. `model` maps inputs to logits and is the only thing optimised;
     `frozen`, if given, runs first without gradients and in eval mode."""
 
-    kind: str  # pretrain | probe | finetune | supervised (names the checkpoint kind)
+    name: str  # the task: pretrain | probe | finetune | supervised (a checkpoint records it)
     model: nn.Module
     frozen: nn.Module | None = None
     rotations: RotationSet | None = None  # set: the rotation pretext (targets = rotation labels)
@@ -261,7 +261,7 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
     check_batch(optim.batch_size, runtime.world)
     optimizer, scheduler = make_optimizer(task.model, optim)
     start_epoch, history, saved_extra = checkpoint.resume(
-        ckpt_path, kind=task.kind, arch=task.arch, model=task.model,
+        ckpt_path, task=task.name, arch=task.arch, model=task.model,
         optimizer=optimizer, scheduler=scheduler)
     extra = {**saved_extra, **(extra or {})}
     model, frozen = task.model, task.frozen
@@ -272,17 +272,17 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
         # Gradients are averaged over ranks: the same step as one process on the global batch.
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         trained = DistributedDataParallel(model, device_ids=device_ids)
-    compiled = Task(task.kind, runtime.maybe_compile(trained),
+    compiled = Task(task.name, runtime.maybe_compile(trained),
                     runtime.maybe_compile(frozen) if frozen is not None else None,
                     task.rotations, task.arch)
     # DDP's forward is a collective; ranks evaluate different shards, so evaluate unwrapped.
-    evaluated = Task(task.kind, model, frozen, task.rotations) if runtime.world.enabled else compiled
+    evaluated = Task(task.name, model, frozen, task.rotations) if runtime.world.enabled else compiled
     device_data = DeviceData(data, runtime.device)
     pool = train_indices if train_indices is not None else torch.arange(len(data.train_labels))
     samples = optim.epoch_samples or len(pool)
     if hooks.on_start:
         hooks.on_start(start_epoch, optim.epochs, max(1, samples // optim.batch_size))
-    save = functools.partial(checkpoint.save_checkpoint, ckpt_path, kind=task.kind, arch=task.arch,
+    save = functools.partial(checkpoint.save_checkpoint, ckpt_path, task=task.name, arch=task.arch,
                              config=config, model=model, optimizer=optimizer, scheduler=scheduler,
                              history=history, extra=extra)
     if runtime.world.is_main:  # a kill between checkpoint and snapshot lost the snapshot

@@ -1,4 +1,4 @@
-"""One function per experiment kind — the only orchestration in the project.
+"""One function per task — the only orchestration in the project.
 
 Each composes data + task + the one training loop + checkpointing + tracking from a
 `Config`. The CLI and the DVC stage scripts both call these functions, so they cannot
@@ -92,7 +92,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
     with outdir.claim(out_dir) if runtime.world.is_main else contextlib.nullcontext():
         (out_dir / METRICS_FILE).unlink(missing_ok=True)
         resolved = runtime.describe()  # what ran, never "auto": tagged resolved.<key>
-        tags = {k: str(v) for k, v in {"kind": task.kind, "dataset": config.data.dataset,
+        tags = {k: str(v) for k, v in {"task": task.name, "dataset": config.data.dataset,
                                        "profile": config.profile, "seed": config.runtime.seed,
                                        "fingerprint": protocol.fingerprint(config, optim, model),
                                        **{f"resolved.{k}": v for k, v in resolved.items()},
@@ -126,7 +126,7 @@ def _resumable_state(ckpt_path: Path, task: Task, config: Config) -> dict | None
     """The checkpoint to resume from, refused (foreign, other settings) before anything is logged."""
     if not ckpt_path.exists():
         return None
-    state = checkpoint.load_checkpoint(ckpt_path, kind=task.kind)
+    state = checkpoint.load_checkpoint(ckpt_path, task=task.name)
     checkpoint.check_arch(state, task.arch, ckpt_path)
     checkpoint.check_config(state, config.to_dict(), ckpt_path)
     return state
@@ -211,7 +211,7 @@ class Backbone:
 
 def load_backbone(path: str | Path, *, in_channels: int | None = None) -> Backbone:
     """The backbone of a pretraining checkpoint (its rotation head is dropped)."""
-    state = checkpoint.load_checkpoint(path, kind="pretrain")
+    state = checkpoint.load_checkpoint(path, task="pretrain")
     arch = state["arch"]
     if in_channels is not None and arch["in_channels"] != in_channels:
         raise RotnetError(f"{path} was pretrained on {arch['in_channels']}-channel images, "
@@ -253,17 +253,17 @@ def random_backbone(config: Config, data: ImageData, *, calibrated: bool = True,
                     protocol.random_backbone(config, calibrated))
 
 
-def classifier_head(kind: str, backbone: NINBackbone, block: int, in_channels: int,
+def classifier_head(head: str, backbone: NINBackbone, block: int, in_channels: int,
                     num_classes: int, width: float, hidden: int = 200) -> nn.Module:
-    if kind == "nonlinear":
+    if head == "nonlinear":
         c, h, w = block_output_shape(backbone, block, in_channels)
         return nonlinear_probe(c * h * w, num_classes, hidden)
-    if kind == "conv":
+    if head == "conv":
         return conv_probe(backbone.out_channels[block - 1], num_classes, width)
-    raise RotnetError(f"unknown probe kind {kind!r}; choose {' or '.join(HEADS)}")
+    raise RotnetError(f"unknown probe head {head!r}; choose {' or '.join(HEADS)}")
 
 
-def probe(config: Config, backbone: Backbone, *, kind: str = "nonlinear", block: int = 2,
+def probe(config: Config, backbone: Backbone, *, head: str = "nonlinear", block: int = 2,
           finetune: bool = False, optim: OptimConfig | None = None, out_dir: str | Path | None = None,
           train_indices: torch.Tensor | None = None, subset_per_class: int | None = None,
           extra_tags: dict | None = None, tracker: Tracker | None = None,
@@ -273,32 +273,32 @@ def probe(config: Config, backbone: Backbone, *, kind: str = "nonlinear", block:
     n_blocks = len(backbone.module.blocks)
     if not 1 <= block <= n_blocks:
         raise RotnetError(f"cannot probe block {block}: the checkpoint has {n_blocks} blocks")
-    if kind not in HEADS:
-        raise RotnetError(f"unknown probe kind {kind!r}; choose {' or '.join(HEADS)}")
+    if head not in HEADS:
+        raise RotnetError(f"unknown probe head {head!r}; choose {' or '.join(HEADS)}")
     data = data or load_dataset(config)
     if backbone.module.blocks[0][0].in_channels != data.channels:
         raise RotnetError(f"the backbone takes {backbone.module.blocks[0][0].in_channels}-channel "
                           f"images, data set {data.name!r} has {data.channels}")
     _seeded(config.runtime.seed)
     width = backbone.lineage["width"]
-    head = classifier_head(kind, backbone.module, block, data.channels, data.num_classes, width,
-                           config.probe.hidden)
+    classifier = classifier_head(head, backbone.module, block, data.channels, data.num_classes,
+                                 width, config.probe.hidden)
     trunk = backbone.module.truncated(block)
     if finetune:
-        task = Task("finetune", nn.Sequential(trunk, head))
+        task = Task("finetune", nn.Sequential(trunk, classifier))
         optim = optim or config.finetune.optim
     else:
-        task = Task("probe", head, frozen=trunk)
-        optim = optim or (config.conv_probe.optim if kind == "conv" else config.probe.optim)
-    task.arch = {"model": f"{kind}-probe", "block": block, "finetune": finetune,
+        task = Task("probe", classifier, frozen=trunk)
+        optim = optim or (config.conv_probe.optim if head == "conv" else config.probe.optim)
+    task.arch = {"model": f"{head}-probe", "block": block, "finetune": finetune,
                  "backbone_sha256": backbone.lineage["pretrain_checkpoint_sha256"],
                  "num_classes": data.num_classes}
-    method = f"{kind}{'-finetuned' if finetune else ''}"
+    method = f"{head}{'-finetuned' if finetune else ''}"
     variant = backbone.lineage["variant"]
     out_dir = out_dir or output_root(config) / "probe" / variant / f"{method}-block{block}"
-    tags = {**{k: v for k, v in backbone.lineage.items()}, "probe_kind": kind, "block": block,
+    tags = {**{k: v for k, v in backbone.lineage.items()}, "head": head, "block": block,
             "finetune": finetune, "method": method, **(extra_tags or {})}
-    model = protocol.classifier_model(kind, block, finetune, config.probe.hidden, backbone.protocol,
+    model = protocol.classifier_model(head, block, finetune, config.probe.hidden, backbone.protocol,
                                       subset_per_class)
     return execute(task, data, optim, config, out_dir=out_dir, tracker=tracker, hooks=hooks,
                    run_name=f"{method}-block{block}-{variant}", tags=tags, model=model,

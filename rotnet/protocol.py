@@ -68,14 +68,14 @@ def random_backbone(config: Config, calibrated: bool = True) -> dict:
     return {"random": random}
 
 
-def classifier_model(kind: str, block: int, finetune: bool, hidden: int, backbone: dict,
+def classifier_model(head: str, block: int, finetune: bool, hidden: int, backbone: dict,
                      subset_per_class: int | None = None) -> dict:
-    """A probe (or fine-tuned classifier) of `kind` on `block` of `backbone`; the conv probe
+    """A probe (or fine-tuned classifier) with `head` on `block` of `backbone`; the conv probe
     has no hidden layer size. `subset_per_class`: trained on that label subset only."""
-    head = {"kind": kind, "block": block, "finetune": finetune}
-    if kind == "nonlinear":
-        head["hidden"] = hidden
-    return {"classifier": head, "backbone": backbone, "subset_per_class": subset_per_class}
+    classifier = {"head": head, "block": block, "finetune": finetune}
+    if head == "nonlinear":
+        classifier["hidden"] = hidden
+    return {"classifier": classifier, "backbone": backbone, "subset_per_class": subset_per_class}
 
 
 def supervised_model(blocks: int, width: float, subset_per_class: int | None = None) -> dict:

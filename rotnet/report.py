@@ -6,7 +6,7 @@ fingerprint (`rotnet.protocol`) must equal the one the reported params imply for
 so a run of another protocol (another lr, fewer epochs, another seed) never fills it. Per
 cell, the most recent such FINISHED run wins (start time, then run id, so ties are
 deterministic); a cell with none shows "—" (not run), so a half-finished pipeline still
-reports. Runs with a `study` tag
+reports. Runs with a `figure5` tag
 (semi-supervised subsets, snapshot probes) never fill a table cell: they were trained on
 less data or on an unfinished backbone. Every file is a pure function of the runs, written
 atomically and only when its bytes change, so rerunning without new runs changes nothing.
@@ -26,8 +26,8 @@ from rotnet import figures, protocol, tracking
 from rotnet.checkpoint import atomic_write
 from rotnet.config import Config
 from rotnet.errors import RotnetError
-from rotnet.pipeline import with_variant
 from rotnet.registry import BASELINE, parse_variant, rotation_set_label
+from rotnet.stage_io import with_variant
 
 UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -134,7 +134,7 @@ def table_specs() -> list[tuple[str, str, str, float | None, dict]]:
         row = rotation_set_label(parse_variant(variant)[1])
         specs.append(("table2", row, "accuracy", value,
                       {"method": "nonlinear", "variant": variant, "block": "2"}))
-    rows3 = [("Supervised NIN", "supervised", {"kind": "supervised"}),
+    rows3 = [("Supervised NIN", "supervised", {"task": "supervised"}),
              ("Random init + conv (BatchNorm as initialised)", "random-conv-initial-bn",
               {"variant": protocol.RANDOM_VARIANTS[False], "method": "conv"}),
              ("Random init + conv (BatchNorm calibrated on training images)", "random-conv",
@@ -170,19 +170,19 @@ def expected_fingerprint(config: Config, want: dict, *, subset_per_class: int | 
     (a semi-supervised run trains on `subset_per_class`; a snapshot probe reads the
     backbone after `snapshot_epoch` epochs)."""
     semisup = subset_per_class is not None
-    if want.get("kind") == "pretrain":
+    if want.get("task") == "pretrain":
         return protocol.pretrain_fingerprint(with_variant(config, want["variant"]))
-    if want.get("kind") == "supervised":
+    if want.get("task") == "supervised":
         model = protocol.supervised_model(config.supervised.blocks, config.pretrain.width,
                                           subset_per_class)
         return protocol.fingerprint(config, config.semisup_optim("supervised") if semisup else
                                     config.supervised.optim, model)
-    kind, finetune = want["method"].split("-")[0], want["method"].endswith("-finetuned")
-    optim = (config.semisup_optim("rotnet-conv") if semisup else config.finetune.optim if finetune else
-             config.conv_probe.optim if kind == "conv" else config.probe.optim)
+    head, finetune = want["method"].split("-")[0], want["method"].endswith("-finetuned")
+    optim = (config.semisup_optim("conv") if semisup else config.finetune.optim if finetune else
+             config.conv_probe.optim if head == "conv" else config.probe.optim)
     backbone = backbone_protocol(config, want["variant"], snapshot_epoch)
     return protocol.fingerprint(config, optim, protocol.classifier_model(
-        kind, int(want["block"]), finetune, config.probe.hidden, backbone, subset_per_class))
+        head, int(want["block"]), finetune, config.probe.hidden, backbone, subset_per_class))
 
 
 # ---- reading the runs ------------------------------------------------------------------
@@ -244,7 +244,7 @@ def collect(config: Config) -> ReportData:
     for table, row, column, paper, want in table_specs():
         fingerprint = expected_fingerprint(config, want)
         cells.append(Cell(table, row, column, paper, fingerprint,
-                          latest(runs, study=None, fingerprint=fingerprint, **want)))
+                          latest(runs, figure5=None, fingerprint=fingerprint, **want)))
     return ReportData(config.profile, config.data.dataset, tracking.tracking_uri(), cells,
                       figure_points(config, runs))
 
@@ -254,7 +254,7 @@ def figure_points(config: Config, runs: list[Run]) -> list[Point]:
     points = []
     probe_on_snapshot = {"method": "nonlinear", "block": str(config.snapshots.block), "variant": BASELINE}
     snaps = latest_by(runs, "snapshot_epoch", lambda epoch: expected_fingerprint(
-        config, probe_on_snapshot, snapshot_epoch=epoch), study="snapshots", **probe_on_snapshot)
+        config, probe_on_snapshot, snapshot_epoch=epoch), figure5="snapshots", **probe_on_snapshot)
     for epoch, run in snaps.items():
         points.append(Point("figure5a", "non-linear probe on block 2", epoch, run.value, run))
         try:  # the snapshot's own rotation accuracy, recorded as a tag by the snapshot probe
@@ -264,12 +264,12 @@ def figure_points(config: Config, runs: list[Run]) -> list[Point]:
         points.append(Point("figure5a", "rotation prediction (snapshot)", epoch, rotation, run))
     for series, want in (("RotNet + conv (block 2)", {"method": "conv", "block": "2",
                                                       "variant": BASELINE}),
-                         ("supervised NIN", {"kind": "supervised"})):
+                         ("supervised NIN", {"task": "supervised"})):
         def fingerprint_at(k: int, want=want) -> str | None:
             return (expected_fingerprint(config, want, subset_per_class=k)
                     if k in config.semisup.per_class else None)
 
-        for k, run in latest_by(runs, "subset_per_class", fingerprint_at, study="semisup",
+        for k, run in latest_by(runs, "subset_per_class", fingerprint_at, figure5="semisup",
                                 **want).items():
             points.append(Point("figure5b", series, k, run.value, run))
     return points + whole_set_supervised_point(config, runs)
@@ -277,9 +277,9 @@ def figure_points(config: Config, runs: list[Run]) -> list[Point]:
 
 def whole_set_supervised_point(config: Config, runs: list[Run]) -> list[Point]:
     """Figure 5b's supervised point at K = all training images per class (5000 on CIFAR-10):
-    the Table 3 supervised run, trained once (`studies.semisup_methods`)."""
-    want = {"kind": "supervised"}
-    run = latest(runs, study=None, fingerprint=expected_fingerprint(config, want), **want)
+    the Table 3 supervised run, trained once (`figure5.semisup_methods`)."""
+    want = {"task": "supervised"}
+    run = latest(runs, figure5=None, fingerprint=expected_fingerprint(config, want), **want)
     if run is None or "train_images" not in run.tags:  # older runs did not record their size
         return []
     per_class, rest = divmod(int(run.tags["train_images"]), int(run.tags["num_classes"]))
@@ -486,8 +486,8 @@ def ablation_table(config: Config, variant: str, baseline: str = BASELINE):
     protocol `config` states count (as in the report)."""
     from rich.table import Table
 
-    runs = [r for r in finished_runs(config.profile, config.data.dataset) if "study" not in r.tags]
-    rows = [("rotation accuracy (pretext)", {"kind": "pretrain"})]
+    runs = [r for r in finished_runs(config.profile, config.data.dataset) if "figure5" not in r.tags]
+    rows = [("rotation accuracy (pretext)", {"task": "pretrain"})]
     blocks = with_variant(config, variant).pretrain.blocks
     rows += [(f"non-linear probe, block {b}", {"method": "nonlinear", "block": str(b)})
              for b in range(1, blocks + 1)]

@@ -211,7 +211,7 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
                      "train_size": config.data.train_size, "val_fraction": val_fraction,
                      "split_seed": config.runtime.seed}
     if target == "probe":
-        objective_def.update(block=block, probe_kind="nonlinear",
+        objective_def.update(block=block, head="nonlinear",
                              checkpoint_sha256=backbone.lineage["pretrain_checkpoint_sha256"])
         default_name = f"probe-{backbone.lineage['variant'] or 'backbone'}-block{block}-{config.profile}"
     else:
@@ -251,7 +251,7 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
     study_tracker = tracker if tracker is not None else Tracker(TUNE_EXPERIMENT)
     run_id = study_tracker.start(
         f"tune-{study_name}", flatten({"tune": definition, "sampler_seed": seed}),
-        {"kind": "tune", "optuna.study": study_name, "optuna.storage": storage_url,
+        {"task": "tune", "optuna.study": study_name, "optuna.storage": storage_url,
          "target": target, "profile": config.profile, "dataset": config.data.dataset},
         resume_run_id=study_run_id)
     if run_id:
@@ -285,7 +285,7 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
         hooks = Hooks(on_epoch_end=on_epoch_end)
         try:
             if target == "probe":
-                result = experiments.probe(trial_config, backbone, kind="nonlinear", block=block,
+                result = experiments.probe(trial_config, backbone, head="nonlinear", block=block,
                                            optim=optim, out_dir=trial_dir, tracker=trial_tracker,
                                            hooks=hooks, data=val_data,
                                            extra_tags={"optuna.trial": trial.number})

@@ -5,7 +5,7 @@ declares: the run folder, the metrics folder."""
 from pathlib import Path
 
 from rotnet import experiments
-from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
+from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
                              write_run_metrics)
 from rotnet.progress import progress_hooks
 from rotnet.registry import variant_name
@@ -26,7 +26,7 @@ def main(out, metrics):
         for block in range(1, config.ablation.blocks + 1):
             with progress_hooks(f"ablation {variant} probe block {block}") as hooks:
                 results[f"block{block}"] = experiments.probe(
-                    config, backbone, kind="nonlinear", block=block, hooks=hooks,
+                    config, backbone, head="nonlinear", block=block, hooks=hooks,
                     out_dir=out_dir / f"probe-block{block}", tracker=tracker)
     for name, result in results.items():
         write_run_metrics(Path(metrics) / f"{name}.json", result)

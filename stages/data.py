@@ -6,7 +6,7 @@ import json
 
 from rotnet.checkpoint import atomic_write_text
 from rotnet.experiments import load_dataset
-from rotnet.pipeline import run_stage, stage_config
+from rotnet.stage_io import run_stage, stage_config
 
 
 def main(out):

@@ -5,7 +5,7 @@ file, the plot file."""
 from pathlib import Path
 
 from rotnet import experiments
-from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker, write_history_csv,
+from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, write_history_csv,
                              write_run_metrics)
 from rotnet.progress import progress_hooks
 
@@ -14,7 +14,7 @@ def main(variant, block, pretrain_dir, out, metrics, plot):
     name = f"{variant}-block{block}"
     backbone = experiments.load_backbone(Path(pretrain_dir) / "checkpoint.pt")
     with stage_outputs(out) as out_dir, progress_hooks(f"probe@{name}") as hooks:
-        result = experiments.probe(stage_config(), backbone, kind="nonlinear", block=int(block),
+        result = experiments.probe(stage_config(), backbone, head="nonlinear", block=int(block),
                                    out_dir=out_dir, hooks=hooks,
                                    tracker=stage_tracker(f"probe@{name}"))
     write_run_metrics(metrics, result)

@@ -1,6 +1,6 @@
 """DVC stage `report`: Tables 1-3 and Figure 5a/5b, read back from the MLflow store only."""
 
-from rotnet.pipeline import run_stage, stage_config
+from rotnet.stage_io import run_stage, stage_config
 from rotnet.report import collect, write_report
 
 

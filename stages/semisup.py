@@ -6,8 +6,8 @@ folder, the metrics folder."""
 
 from pathlib import Path
 
-from rotnet import experiments, studies
-from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker,
+from rotnet import experiments, figure5
+from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
 from rotnet.progress import progress_hooks
 
@@ -19,9 +19,9 @@ def main(per_class, subsets_dir, pretrain_dir, out, metrics):
     backbone = experiments.load_backbone(Path(pretrain_dir) / "checkpoint.pt")
     results = {}
     with stage_outputs(out) as out_dir:
-        for method in studies.semisup_methods(k, subsets_dir):
+        for method in figure5.semisup_methods(k, subsets_dir):
             with progress_hooks(f"semisup@{k} {method}") as hooks:
-                results[method] = studies.semisup_run(config, method, k, subsets_dir,
+                results[method] = figure5.semisup_run(config, method, k, subsets_dir,
                                                       backbone=backbone, out_dir=out_dir,
                                                       tracker=tracker, hooks=hooks)
     for method, result in results.items():

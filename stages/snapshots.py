@@ -4,8 +4,8 @@ run folder, the metrics folder."""
 
 from pathlib import Path
 
-from rotnet import studies
-from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker,
+from rotnet import figure5
+from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
 from rotnet.progress import progress_hooks
 
@@ -16,12 +16,12 @@ def main(pretrain_dir, out, metrics):
     tracker = stage_tracker("snapshots")
     results = {}
     with stage_outputs(out) as out_dir:
-        for snapshot in studies.snapshot_files(pretrain_dir):
+        for snapshot in figure5.snapshot_files(pretrain_dir):
             epoch = int(snapshot.stem.removeprefix("snapshot-epoch"))
             if epoch % config.snapshots.every:
                 continue  # snapshots are kept more often than Figure 5a samples them
             with progress_hooks(f"snapshots {snapshot.stem}") as hooks:
-                results[f"epoch{epoch:03d}"] = studies.snapshot_probe(
+                results[f"epoch{epoch:03d}"] = figure5.snapshot_probe(
                     config, snapshot, out_dir=out_dir / pretrain_dir.name, tracker=tracker,
                     hooks=hooks)
     for name, result in results.items():

@@ -1,7 +1,7 @@
 """DVC stage `subsets`: the label-subset index files of the semi-supervised sweep."""
 
-from rotnet.pipeline import run_stage, stage_config
-from rotnet.studies import write_subsets
+from rotnet.figure5 import write_subsets
+from rotnet.stage_io import run_stage, stage_config
 
 
 def main(out):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rotnet import experiments
 from rotnet.errors import RotnetError
-from rotnet.pipeline import (run_stage, stage_config, stage_outputs, stage_tracker,
+from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_history_csv, write_run_metrics)
 from rotnet.progress import progress_hooks
 
-METHODS = {  # method -> (probe kind, fine-tune)
+METHODS = {  # method -> (probe head, fine-tune)
     "conv": ("conv", False),
     "nonlinear-finetuned": ("nonlinear", True),
     "conv-finetuned": ("conv", True),
@@ -37,13 +37,13 @@ def train(method, pretrain_dir, out_dir, hooks):
     if method not in METHODS:
         raise RotnetError(f"unknown Table 3 method {method!r}; choose supervised or "
                           f"{', '.join(METHODS)}")
-    kind, finetune = METHODS[method]
+    head, finetune = METHODS[method]
     data = experiments.load_dataset(config)
     if method.startswith("random-conv"):
         backbone = experiments.random_backbone(config, data, calibrated=method == "random-conv")
     else:
         backbone = experiments.load_backbone(pretrain_dir / "checkpoint.pt")
-    return experiments.probe(config, backbone, kind=kind, block=2, finetune=finetune,
+    return experiments.probe(config, backbone, head=head, block=2, finetune=finetune,
                              out_dir=out_dir, tracker=tracker, hooks=hooks, data=data)
 
 

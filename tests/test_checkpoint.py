@@ -36,8 +36,8 @@ def one_step(model, optimizer, scheduler):
     scheduler.step()
 
 
-def save(path, model, optimizer, scheduler, arch=ARCH, kind="pretrain", epoch=1, config=None):
-    checkpoint.save_checkpoint(path, kind=kind, arch=arch, config=config or {"a": {"b": 1}},
+def save(path, model, optimizer, scheduler, arch=ARCH, task="pretrain", epoch=1, config=None):
+    checkpoint.save_checkpoint(path, task=task, arch=arch, config=config or {"a": {"b": 1}},
                                model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
                                history=[{"epoch": 1, "test_acc": 50.0}], extra={"run_id": "r1"})
 
@@ -83,9 +83,9 @@ def test_save_then_load_round_trips(tmp_path):
     one_step(model, optimizer, scheduler)
     path = tmp_path / "checkpoint.pt"
     save(path, model, optimizer, scheduler, epoch=3)
-    state = checkpoint.load_checkpoint(path, kind="pretrain")
+    state = checkpoint.load_checkpoint(path, task="pretrain")
     assert state["format"] == checkpoint.FORMAT
-    assert state["epoch"] == 3 and state["kind"] == "pretrain" and state["arch"] == ARCH
+    assert state["epoch"] == 3 and state["task"] == "pretrain" and state["arch"] == ARCH
     assert state["history"] == [{"epoch": 1, "test_acc": 50.0}]
     assert state["extra"] == {"run_id": "r1"}
     for key, value in model.state_dict().items():
@@ -138,13 +138,13 @@ def test_a_plain_state_dict_is_a_rotnet_error(tmp_path):
         checkpoint.load_checkpoint(path)
 
 
-def test_wrong_kind_is_a_rotnet_error(tmp_path):
+def test_wrong_task_is_a_rotnet_error(tmp_path):
     model, optimizer, scheduler = make_training_state()
     path = tmp_path / "checkpoint.pt"
-    save(path, model, optimizer, scheduler, kind="probe")
+    save(path, model, optimizer, scheduler, task="probe")
     with pytest.raises(RotnetError, match="probe"):
-        checkpoint.load_checkpoint(path, kind="pretrain")
-    assert checkpoint.load_checkpoint(path)["kind"] == "probe"
+        checkpoint.load_checkpoint(path, task="pretrain")
+    assert checkpoint.load_checkpoint(path)["task"] == "probe"
 
 
 def test_resume_into_a_different_architecture_is_a_rotnet_error(tmp_path):
@@ -154,13 +154,13 @@ def test_resume_into_a_different_architecture_is_a_rotnet_error(tmp_path):
     other, other_opt, other_sched = make_training_state(blocks=5, seed=1)
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.raises(RotnetError, match="blocks"):
-        checkpoint.resume(path, kind="pretrain", arch={**ARCH, "blocks": 5}, model=other,
+        checkpoint.resume(path, task="pretrain", arch={**ARCH, "blocks": 5}, model=other,
                           optimizer=other_opt, scheduler=other_sched)
     # nothing was loaded into the model
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
     for key, value in (("rotations", "8"), ("width", 0.25), ("in_channels", 1)):
         with pytest.raises(RotnetError, match=key):
-            checkpoint.resume(path, kind="pretrain", arch={**ARCH, key: value}, model=model,
+            checkpoint.resume(path, task="pretrain", arch={**ARCH, key: value}, model=model,
                               optimizer=optimizer, scheduler=scheduler)
 
 
@@ -175,7 +175,7 @@ def test_resume_restores_model_optimizer_scheduler_and_rng(tmp_path):
     expected_draws = (torch.rand(3), np.random.rand(2), random.random())
 
     fresh, fresh_opt, fresh_sched = make_training_state(seed=99)
-    epoch, history, extra = checkpoint.resume(path, kind="pretrain", arch=ARCH, model=fresh,
+    epoch, history, extra = checkpoint.resume(path, task="pretrain", arch=ARCH, model=fresh,
                                               optimizer=fresh_opt, scheduler=fresh_sched)
     assert (epoch, history, extra) == (1, [{"epoch": 1, "test_acc": 50.0}], {"run_id": "r1"})
     for key, value in model.state_dict().items():
@@ -194,7 +194,7 @@ def test_resume_restores_model_optimizer_scheduler_and_rng(tmp_path):
 def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path):
     model, optimizer, scheduler = make_training_state()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert checkpoint.resume(tmp_path / "checkpoint.pt", kind="pretrain", arch=ARCH, model=model,
+    assert checkpoint.resume(tmp_path / "checkpoint.pt", task="pretrain", arch=ARCH, model=model,
                              optimizer=optimizer, scheduler=scheduler) == (0, [], {})
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

@@ -86,7 +86,7 @@ def test_successful_smoke_pretraining_is_a_finished_run_in_the_store(tmp_path, t
     assert run.info.run_id == metrics["run_id"]
     assert run.data.params["profile"] == "smoke"
     assert run.data.params["data.train_size"] == "64"
-    assert run.data.tags["kind"] == "pretrain"
+    assert run.data.tags["task"] == "pretrain"
     assert [s for s, _ in tracking_store.history(run.info.run_id, "test_acc")] == [1, 2]
 
 
@@ -123,7 +123,7 @@ CASES = [
                       "{corrupt}", "--set", "data.download=false"], ["corrupt", "data_batch_1"]),
     ("other-architecture", ["pretrain", "--profile", "smoke", "--blocks", "5"], ["blocks"]),
     ("probe-block-5", ["probe", "{ckpt}", "--block", "5"], ["block 5"]),
-    ("probe-kind", ["probe", "{ckpt}", "--kind", "svm"], ["svm"]),
+    ("probe-head", ["probe", "{ckpt}", "--head", "svm"], ["svm"]),
     ("missing-checkpoint", ["probe", "{tmp}/nope.pt"], ["not found"]),
     ("not-a-checkpoint", ["probe", "{wrong}"], ["not a rotnet checkpoint"]),
     ("unknown-key", ["pretrain", "--profile", "smoke", "--set", "pretrain.blocs=3"], ["blocs"]),
@@ -175,7 +175,7 @@ CHOICE_CASES = [
     (["ablate", "--rotations", "3"], "--rotations 3: choose one of 4, 8, 2, 2-perp"),
     (["ablate", "--blocks", "7"], "--blocks 7: choose one of 3, 4, 5"),
     (["pretrain", "--dataset", "imagenet"], "--dataset imagenet: choose one of generated, cifar10"),
-    (["probe", "x.pt", "--kind", "svm"], "--kind svm: choose one of nonlinear, conv"),
+    (["probe", "x.pt", "--head", "svm"], "--head svm: choose one of nonlinear, conv"),
     (["params", "--profile", "huge"], "--profile huge: choose one of paper, paper-authors, quick, smoke"),
     (["report", "--profile", "huge"], "--profile huge"),
     (["tune", "--target", "probes"], "--target probes: choose one of probe, pretrain"),

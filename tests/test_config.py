@@ -229,7 +229,7 @@ def test_dumped_params_read_back_to_the_same_config(tmp_path, profile):
 
 def test_figure5b_supervised_nin_trains_as_the_supervised_baseline_in_the_paper_profile():
     config = Config()
-    supervised, rotnet_conv = config.semisup_optim("supervised"), config.semisup_optim("rotnet-conv")
+    supervised, rotnet_conv = config.semisup_optim("supervised"), config.semisup_optim("conv")
     assert (supervised.epochs, supervised.milestones, supervised.epoch_samples) == \
         (200, [60, 120, 160], 50_000)
     check_paper_sgd(supervised)

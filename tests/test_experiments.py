@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROTNET, cli_env, run_rotnet
-from rotnet import checkpoint, experiments, studies
+from rotnet import checkpoint, experiments, figure5
 from rotnet.errors import RotnetError
 from rotnet.augment import normalize
 from rotnet.models import NINBackbone, NINClassifier
@@ -140,21 +140,21 @@ def test_probe_on_rotnet_block_2_beats_the_same_probe_on_a_random_backbone(tmp_p
 # ---- frozen probes and fine-tuning ----------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["nonlinear", "conv"])
+@pytest.mark.parametrize("head", ["nonlinear", "conv"])
 def test_frozen_probe_leaves_the_backbone_unchanged(tmp_path, make_config, tiny_pretrained,
-                                                    tiny_data, kind):
+                                                    tiny_data, head):
     backbone = experiments.load_backbone(tiny_pretrained)
     before = snapshot_of(backbone.module)
-    result = experiments.probe(make_config(), backbone, kind=kind, block=2, out_dir=tmp_path,
+    result = experiments.probe(make_config(), backbone, head=head, block=2, out_dir=tmp_path,
                                tracker=NullTracker(), data=tiny_data)
     after = backbone.module.state_dict()
     for key, value in before.items():  # weights and BatchNorm statistics (eval mode)
         assert torch.equal(after[key], value), key
     assert result.history and (tmp_path / "metrics.json").exists()
     saved = load(tmp_path / "checkpoint.pt")
-    assert saved["kind"] == "probe"
+    assert saved["task"] == "probe"
     # only the head is trained and saved; the backbone stays in the pretraining file
-    head = experiments.classifier_head(kind, backbone.module, 2, 3, 10, 0.125)
+    head = experiments.classifier_head(head, backbone.module, 2, 3, 10, 0.125)
     assert saved["model"].keys() == head.state_dict().keys()
     assert all(not p.requires_grad for p in backbone.module.truncated(2).parameters())
 
@@ -163,7 +163,7 @@ def test_fine_tuning_changes_the_backbone_weights(tmp_path, make_config, tiny_pr
                                                  tiny_data):
     backbone = experiments.load_backbone(tiny_pretrained)
     before = snapshot_of(backbone.module)
-    result = experiments.probe(make_config(), backbone, kind="nonlinear", block=2, finetune=True,
+    result = experiments.probe(make_config(), backbone, head="nonlinear", block=2, finetune=True,
                                out_dir=tmp_path, tracker=NullTracker(), data=tiny_data)
     after = backbone.module.state_dict()
     for block in (0, 1):  # the two blocks under the head were trained
@@ -173,7 +173,7 @@ def test_fine_tuning_changes_the_backbone_weights(tmp_path, make_config, tiny_pr
         if key.startswith(("blocks.2.", "blocks.3.")):
             assert torch.equal(after[key], before[key]), key
     saved = load(tmp_path / "checkpoint.pt")
-    assert saved["kind"] == "finetune"
+    assert saved["task"] == "finetune"
     assert any(k.startswith("0.") for k in saved["model"])  # the trunk is part of what is saved
     pretrained_weights = load(tiny_pretrained)["model"]
     assert not torch.equal(saved["model"]["0.0.0.weight"],
@@ -190,7 +190,7 @@ def test_probe_lineage_points_at_the_pretraining(tmp_path, make_config, tiny_pre
                                tracker=NullTracker(), data=tiny_data)
     tags = json.loads((tmp_path / "metrics.json").read_text())["tags"]
     assert tags["pretrain_checkpoint_sha256"] == checkpoint.file_sha256(tiny_pretrained)
-    assert tags["block"] == "1" and tags["kind"] == "probe"
+    assert tags["block"] == "1" and tags["task"] == "probe"
     assert result.metrics["epochs"] == 1
 
 
@@ -266,10 +266,10 @@ def test_probing_block_5_of_a_4_block_checkpoint(tmp_path, make_config, tiny_pre
     assert tracking_store.runs() == []
 
 
-def test_unknown_probe_kind(tmp_path, make_config, tiny_pretrained, tiny_data, tracking_store):
+def test_unknown_probe_head(tmp_path, make_config, tiny_pretrained, tiny_data, tracking_store):
     backbone = experiments.load_backbone(tiny_pretrained)
     with pytest.raises(RotnetError, match="linear-svm"):
-        experiments.probe(make_config(), backbone, kind="linear-svm", out_dir=tmp_path / "out",
+        experiments.probe(make_config(), backbone, head="linear-svm", out_dir=tmp_path / "out",
                           data=tiny_data)
     with pytest.raises(RotnetError):
         experiments.classifier_head("linear-svm", backbone.module, 2, 3, 10, 0.125)
@@ -349,10 +349,10 @@ def test_label_subset_larger_than_a_class(tmp_path, make_config, tiny_pretrained
                                           tracking_store):
     config = make_config({"semisup": {"per_class": [5, 1000]}})
     with pytest.raises(RotnetError, match="1000"):
-        studies.write_subsets(config, tmp_path / "subsets")
+        figure5.write_subsets(config, tmp_path / "subsets")
     assert not (tmp_path / "subsets" / "per_class_1000.json").exists()
     with pytest.raises(RotnetError):
-        studies.semisup_run(config, "rotnet-conv", 1000, tmp_path / "subsets",
+        figure5.semisup_run(config, "conv", 1000, tmp_path / "subsets",
                             backbone=experiments.load_backbone(tiny_pretrained),
                             out_dir=tmp_path / "semisup")
     assert not (tmp_path / "semisup").exists()
@@ -363,16 +363,16 @@ def test_semisup_run_trains_on_the_subset_only(tmp_path, make_config, tiny_pretr
     config = make_config({"semisup": {"per_class": [2],
                                       "optim": {"epochs": 1, "batch_size": 10, "milestones": [],
                                                 "epoch_samples": 40}}})
-    (path,) = studies.write_subsets(config, tmp_path / "subsets")
+    (path,) = figure5.write_subsets(config, tmp_path / "subsets")
     backbone = experiments.load_backbone(tiny_pretrained)
-    result = studies.semisup_run(config, "rotnet-conv", 2, tmp_path / "subsets", backbone=backbone,
+    result = figure5.semisup_run(config, "conv", 2, tmp_path / "subsets", backbone=backbone,
                                  out_dir=tmp_path / "semisup", tracker=NullTracker())
     tags = json.loads((result.out_dir / "metrics.json").read_text())["tags"]
     assert tags["subset_per_class"] == "2" and tags["subset_size"] == "20"
     assert tags["subset_file_sha256"] == checkpoint.file_sha256(path)
-    assert result.out_dir == tmp_path / "semisup" / "rotnet-conv-k2"
+    assert result.out_dir == tmp_path / "semisup" / "conv-k2"
     with pytest.raises(RotnetError, match="method"):
-        studies.semisup_run(config, "k-means", 2, tmp_path / "subsets", backbone=backbone,
+        figure5.semisup_run(config, "k-means", 2, tmp_path / "subsets", backbone=backbone,
                             out_dir=tmp_path / "semisup", tracker=NullTracker())
 
 
@@ -387,10 +387,10 @@ def test_probe_epochs_follow_the_probe_schedule(tmp_path, make_config, tiny_pret
     config = make_config({"probe": {"optim": {"epochs": 2, "milestones": [1]}},
                           "conv_probe": {"optim": {"epochs": 1}}})
     backbone = experiments.load_backbone(tiny_pretrained)
-    result = experiments.probe(config, backbone, kind="nonlinear", out_dir=tmp_path / "nl",
+    result = experiments.probe(config, backbone, head="nonlinear", out_dir=tmp_path / "nl",
                                tracker=NullTracker(), data=tiny_data)
     assert [m["lr"] for m in result.history] == pytest.approx([0.1, 0.02])
-    conv = experiments.probe(config, backbone, kind="conv", out_dir=tmp_path / "conv",
+    conv = experiments.probe(config, backbone, head="conv", out_dir=tmp_path / "conv",
                              tracker=NullTracker(), data=tiny_data)
     assert len(conv.history) == 1
     copied = copy.deepcopy(config.probe.optim)

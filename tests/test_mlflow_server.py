@@ -93,7 +93,7 @@ def test_pretrain_logs_to_tracking_server(server, tmp_path):
     metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
     assert "test_acc" in metrics and 0 <= metrics["test_acc"] <= 100
     tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
-    assert tags["profile"] == "smoke" and tags["kind"] == "pretrain"
+    assert tags["profile"] == "smoke" and tags["task"] == "pretrain"
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local default store
 
 

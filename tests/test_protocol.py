@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import tiny_config
-from rotnet import experiments, protocol, studies
+from rotnet import experiments, figure5, protocol
 from rotnet.report import expected_fingerprint
 from rotnet.subsets import write_label_subset
 from rotnet.tracking import NullTracker
@@ -24,7 +24,7 @@ PROBE_B2 = {"method": "nonlinear", "variant": "b4-r4", "block": "2"}
 ])
 def test_paths_logging_and_runtime_leave_the_fingerprint(change):
     base, changed = tiny_config(), tiny_config(change)
-    for want in ({"kind": "pretrain", "variant": "b4-r4"}, PROBE_B2, {"kind": "supervised"}):
+    for want in ({"task": "pretrain", "variant": "b4-r4"}, PROBE_B2, {"task": "supervised"}):
         assert expected_fingerprint(changed, want) == expected_fingerprint(base, want)
 
 
@@ -38,7 +38,7 @@ def test_paths_logging_and_runtime_leave_the_fingerprint(change):
 ])
 def test_what_defines_the_result_changes_the_fingerprint(change, changes_pretrain):
     base, changed = tiny_config(), tiny_config(change)
-    pretrain = {"kind": "pretrain", "variant": "b4-r4"}
+    pretrain = {"task": "pretrain", "variant": "b4-r4"}
     assert (expected_fingerprint(changed, pretrain) != expected_fingerprint(base, pretrain)) \
         is changes_pretrain
     assert expected_fingerprint(changed, PROBE_B2) != expected_fingerprint(base, PROBE_B2)
@@ -46,7 +46,7 @@ def test_what_defines_the_result_changes_the_fingerprint(change, changes_pretrai
 
 def test_the_rotation_set_block_and_snapshot_epoch_are_part_of_it():
     config = tiny_config()
-    seen = {expected_fingerprint(config, {"kind": "pretrain", "variant": v})
+    seen = {expected_fingerprint(config, {"task": "pretrain", "variant": v})
             for v in ("b4-r4", "b4-r8", "b3-r4")}
     seen |= {expected_fingerprint(config, {**PROBE_B2, "block": b}) for b in ("1", "2")}
     seen.add(expected_fingerprint(config, PROBE_B2, snapshot_epoch=1))
@@ -63,23 +63,23 @@ def _tags(out_dir) -> dict:
 def test_runs_carry_the_fingerprint_the_report_expects(tiny_pretrained, tiny_data, tmp_path):
     config = tiny_config()
     assert _tags(tiny_pretrained.parent)["fingerprint"] == \
-        expected_fingerprint(config, {"kind": "pretrain", "variant": "b4-r4"})
+        expected_fingerprint(config, {"task": "pretrain", "variant": "b4-r4"})
     backbone = experiments.load_backbone(tiny_pretrained)
     assert backbone.lineage["pretrain_fingerprint"] == _tags(tiny_pretrained.parent)["fingerprint"]
     runs = {  # the report's tags for a cell -> the run the pipeline makes for it
         "nonlinear": (PROBE_B2, lambda out: experiments.probe(
             config, backbone, block=2, out_dir=out, tracker=NullTracker(), data=tiny_data)),
         "conv-finetuned": ({**PROBE_B2, "method": "conv-finetuned"}, lambda out: experiments.probe(
-            config, backbone, kind="conv", finetune=True, out_dir=out, tracker=NullTracker(),
+            config, backbone, head="conv", finetune=True, out_dir=out, tracker=NullTracker(),
             data=tiny_data)),
         "random-conv": ({**PROBE_B2, "method": "conv", "variant": "random"}, lambda out: experiments.probe(
-            config, experiments.random_backbone(config, tiny_data), kind="conv", out_dir=out,
+            config, experiments.random_backbone(config, tiny_data), head="conv", out_dir=out,
             tracker=NullTracker(), data=tiny_data)),
         "random-conv-initial-bn": ({**PROBE_B2, "method": "conv", "variant": "random-initial-bn"},
                                    lambda out: experiments.probe(
-            config, experiments.random_backbone(config, tiny_data, calibrated=False), kind="conv",
+            config, experiments.random_backbone(config, tiny_data, calibrated=False), head="conv",
             out_dir=out, tracker=NullTracker(), data=tiny_data)),
-        "supervised": ({"kind": "supervised"}, lambda out: experiments.supervised(
+        "supervised": ({"task": "supervised"}, lambda out: experiments.supervised(
             config, out_dir=out, tracker=NullTracker(), data=tiny_data)),
     }
     for name, (want, train) in runs.items():
@@ -93,7 +93,7 @@ def test_semisup_runs_carry_their_subset(tiny_pretrained, tmp_path):
     config = tiny_config()
     data = experiments.load_dataset(config)
     write_label_subset(tmp_path / "subsets", data.train_labels, 1, data.name)
-    result = studies.semisup_run(config, "rotnet-conv", 1, tmp_path / "subsets", out_dir=tmp_path,
+    result = figure5.semisup_run(config, "conv", 1, tmp_path / "subsets", out_dir=tmp_path,
                                  backbone=experiments.load_backbone(tiny_pretrained),
                                  tracker=NullTracker())
     want = {**PROBE_B2, "method": "conv"}
@@ -114,11 +114,11 @@ def test_figure5b_supervised_runs_train_as_the_supervised_nin_and_skip_the_whole
     write_label_subset(subsets, data.train_labels, 1, data.name)
     write_label_subset(subsets, data.train_labels, len(data.train_labels) // data.num_classes,
                        data.name)  # every training image: the Table 3 supervised run
-    assert studies.semisup_methods(1, subsets) == ("rotnet-conv", "supervised")
-    assert studies.semisup_methods(len(data.train_labels) // data.num_classes, subsets) == \
-        ("rotnet-conv",)
-    result = studies.semisup_run(config, "supervised", 1, subsets, out_dir=tmp_path,
+    assert figure5.semisup_methods(1, subsets) == ("conv", "supervised")
+    assert figure5.semisup_methods(len(data.train_labels) // data.num_classes, subsets) == \
+        ("conv",)
+    result = figure5.semisup_run(config, "supervised", 1, subsets, out_dir=tmp_path,
                                  tracker=NullTracker())
     assert [m["epoch"] for m in result.history] == [1, 2]  # supervised.optim's epochs
     assert _tags(result.out_dir)["fingerprint"] == \
-        expected_fingerprint(config, {"kind": "supervised"}, subset_per_class=1)
+        expected_fingerprint(config, {"task": "supervised"}, subset_per_class=1)

@@ -45,7 +45,7 @@ def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: st
     config = config or protocol(profile)
     all_tags = {"dataset": DATASET, "profile": profile, "seed": "0", **runtime,
                 "fingerprint": fingerprint(tags, config), **tags}
-    run_id = tracker.start(f"test-{tags.get('kind')}", {}, {k: str(v) for k, v in all_tags.items()})
+    run_id = tracker.start(f"test-{tags.get('task')}", {}, {k: str(v) for k, v in all_tags.items()})
     for epoch, acc in enumerate(accs, 1):
         tracker.log_metrics({"test_acc": acc}, step=epoch)
     tracker.log_metrics({"best_test_acc": max(accs)}, step=1 + accs.index(max(accs)))
@@ -57,9 +57,9 @@ def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: st
 
 
 def probe_tags(variant: str, block: int, method: str = "nonlinear", **extra) -> dict:
-    kind = "finetune" if method.endswith("finetuned") else "probe"
-    return {"kind": kind, "variant": variant, "block": block, "method": method,
-            "probe_kind": method.split("-")[0], "finetune": str(kind == "finetune"),
+    task = "finetune" if method.endswith("finetuned") else "probe"
+    return {"task": task, "variant": variant, "block": block, "method": method,
+            "head": method.split("-")[0], "finetune": str(task == "finetune"),
             "pretrain_run_id": "x", **extra}
 
 
@@ -72,9 +72,9 @@ def store(tmp_path_factory):
         with pytest.raises(RotnetError) as empty:  # before any run exists: an empty store
             report.write_report(root / "empty", report.collect(CONFIG))
         ids = {
-            "pretrain_b4r4": log_run({"kind": "pretrain", "variant": "b4-r4", "blocks": 4,
+            "pretrain_b4r4": log_run({"task": "pretrain", "variant": "b4-r4", "blocks": 4,
                                       "rotations": "4"}, [70.0, 90.5]),
-            "pretrain_b4r8": log_run({"kind": "pretrain", "variant": "b4-r8", "blocks": 4,
+            "pretrain_b4r8": log_run({"task": "pretrain", "variant": "b4-r8", "blocks": 4,
                                       "rotations": "8"}, [60.0, 75.25]),
             "b4r4_b1": log_run(probe_tags("b4-r4", 1), [80.0, 84.0]),
             "b4r4_b2_old": log_run(probe_tags("b4-r4", 2), [70.0, 80.0]),
@@ -88,22 +88,22 @@ def store(tmp_path_factory):
             "conv": log_run(probe_tags("b4-r4", 2, "conv"), [90.0, 91.0],
                             per_class={"airplane": 88.0, "truck": 95.5}),
             "conv_ft": log_run(probe_tags("b4-r4", 2, "conv-finetuned"), [92.0, 92.5]),
-            "supervised": log_run({"kind": "supervised", "method": "supervised", "blocks": 3},
+            "supervised": log_run({"task": "supervised", "method": "supervised", "blocks": 3},
                                   [91.0, 92.25], per_class={"airplane": 90.5, "truck": 97.0}),
             "random_initial_bn": log_run(probe_tags("random-initial-bn", 2, "conv"), [30.0, 35.5]),
             "random_calibrated": log_run(probe_tags("random", 2, "conv"), [40.0, 45.25]),
             "other_profile": log_run(probe_tags("b3-r4", 1), [11.11], profile="smoke"),
             # Figure 5b (study runs: must stay out of the tables)
-            "semi_sup_20": log_run({"kind": "supervised", "method": "supervised", "study": "semisup",
+            "semi_sup_20": log_run({"task": "supervised", "method": "supervised", "figure5": "semisup",
                                     "subset_per_class": 20, "subset_size": 200}, [40.0, 41.41]),
-            "semi_rot_20": log_run(probe_tags("b4-r4", 2, "conv", study="semisup",
+            "semi_rot_20": log_run(probe_tags("b4-r4", 2, "conv", figure5="semisup",
                                               subset_per_class=20, subset_size=200), [60.0, 62.62]),
-            "semi_rot_100": log_run(probe_tags("b4-r4", 2, "conv", study="semisup",
+            "semi_rot_100": log_run(probe_tags("b4-r4", 2, "conv", figure5="semisup",
                                                subset_per_class=100, subset_size=1000), [73.73]),
             # Figure 5a
-            "snap_1": log_run(probe_tags("b4-r4", 2, study="snapshots", snapshot_epoch=1,
+            "snap_1": log_run(probe_tags("b4-r4", 2, figure5="snapshots", snapshot_epoch=1,
                                          snapshot_rotation_acc="55.5000"), [50.0, 65.65]),
-            "snap_2": log_run(probe_tags("b4-r4", 2, study="snapshots", snapshot_epoch=2,
+            "snap_2": log_run(probe_tags("b4-r4", 2, figure5="snapshots", snapshot_epoch=2,
                                          snapshot_rotation_acc="77.7000"), [70.0, 79.79]),
         }
         out = root / "reports"
@@ -308,8 +308,8 @@ def test_the_whole_training_set_supervised_run_is_the_figure5b_point(store):
     """Figure 5b's supervised point at K = all training images per class is the Table 3
     supervised run (5000 per class on CIFAR-10), not a second training."""
     paper = protocol("paper")
-    tags = {"kind": "supervised", "method": "supervised", "profile": "paper",
-            "fingerprint": fingerprint({"kind": "supervised"}, paper), "num_classes": "10"}
+    tags = {"task": "supervised", "method": "supervised", "profile": "paper",
+            "fingerprint": fingerprint({"task": "supervised"}, paper), "num_classes": "10"}
 
     def run(train_images: int) -> report.Run:
         return report.Run("r1", "0", "sup", 1, {**tags, "train_images": str(train_images)}, 92.0, 92.5)

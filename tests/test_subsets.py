@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rotnet import studies
+from rotnet import figure5
 from rotnet.errors import RotnetError
 from rotnet.subsets import label_subset, read_label_subset, subset_path, write_label_subset
 
@@ -95,7 +95,7 @@ def test_missing_or_garbled_subset_files_are_rotnet_errors(tmp_path, labels):
 
 def test_write_subsets_for_the_profile(tmp_path, make_config):
     config = make_config({"data": {"train_size": 200}, "semisup": {"per_class": [3, 8]}})
-    paths = studies.write_subsets(config, tmp_path)
+    paths = figure5.write_subsets(config, tmp_path)
     assert [p.name for p in paths] == ["per_class_3.json", "per_class_8.json"]
     from rotnet.experiments import load_dataset
 
@@ -104,7 +104,7 @@ def test_write_subsets_for_the_profile(tmp_path, make_config):
     assert torch.bincount(train_labels[large], minlength=10).tolist() == [8] * 10
     assert set(small.tolist()) < set(large.tolist())
     # The same call writes the same bytes.
-    again = studies.write_subsets(config, tmp_path / "again")
+    again = figure5.write_subsets(config, tmp_path / "again")
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
 
 
@@ -119,7 +119,7 @@ def test_semisup_run_with_more_labels_than_a_class_has_fails_before_training(
         write_label_subset(tmp_path / "subsets", labels, too_many, "generated")
     assert not (tmp_path / "subsets").exists() or not any((tmp_path / "subsets").iterdir())
     with pytest.raises(RotnetError, match="not found"):
-        studies.semisup_run(config, "supervised", too_many, tmp_path / "subsets",
+        figure5.semisup_run(config, "supervised", too_many, tmp_path / "subsets",
                             out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert tracking_store.runs() == []

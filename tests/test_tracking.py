@@ -48,7 +48,7 @@ def test_pretrain_creates_a_finished_run_with_params_tags_and_history(pretrained
 
     tags = run.data.tags
     ckpt = result.out_dir / "checkpoint.pt"
-    assert tags["kind"] == "pretrain"
+    assert tags["task"] == "pretrain"
     assert tags["dataset"] == "generated"
     assert tags["variant"] == "b4-r4"
     assert tags["profile"] == "smoke"
@@ -87,7 +87,7 @@ def test_probe_run_records_its_pretraining_lineage(pretrained, tracking_store, t
     assert tags["pretrain_checkpoint_sha256"] == checkpoint.file_sha256(ckpt)
     assert tags["pretrain_checkpoint_sha256"] == tracking_store.run(pre.run_id).data.tags[
         "checkpoint_sha256"]
-    assert tags["kind"] == "probe" and tags["probe_kind"] == "nonlinear"
+    assert tags["task"] == "probe" and tags["head"] == "nonlinear"
     assert tags["block"] == "2" and tags["variant"] == "b4-r4"
     assert tags["checkpoint_sha256"] == checkpoint.file_sha256(result.out_dir / "checkpoint.pt")
     assert [s for s, _ in tracking_store.history(result.run_id, "test_acc")] == [1]

@@ -114,7 +114,7 @@ def test_study_runs_resumes_and_nests_runs(checkpoint, store, capsys, monkeypatc
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{store / 'optuna.db'}")
     assert len(study.trials) == 5
     runs = mlflow_runs()
-    parents = [r for r in runs if r.data.tags.get("kind") == "tune"]
+    parents = [r for r in runs if r.data.tags.get("task") == "tune"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)

@@ -1,5 +1,6 @@
-"""Studies made of several runs: the semi-supervised sweep (Figure 5b) and the probes on
-pretraining snapshots (Figure 5a). Each run inside is an ordinary experiment run."""
+"""Figure 5's runs: the semi-supervised sweep (Figure 5b) and the probes on pretraining
+snapshots (Figure 5a). Each run inside is an ordinary experiment run, tagged `figure5`
+(semisup | snapshots) so the report keeps it out of the tables."""
 
 from __future__ import annotations
 
@@ -27,33 +28,33 @@ def semisup_methods(per_class: int, subsets_dir: str | Path) -> tuple[str, ...]:
     on the whole training set (K = 5000 on CIFAR-10) is the Table 3 supervised run, which the
     report reuses rather than training it twice."""
     if covers_training_set(subset_path(subsets_dir, per_class)):
-        return ("rotnet-conv",)
-    return ("rotnet-conv", "supervised")
+        return ("conv",)
+    return ("conv", "supervised")
 
 
 def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | Path, *,
                 backbone: Backbone | None = None, out_dir: str | Path | None = None,
                 tracker: Tracker | None = None, hooks: Hooks | None = None) -> RunResult:
-    """One cell of Figure 5b: `method` is "rotnet-conv" (conv probe on frozen block 2 of
+    """One cell of Figure 5b: `method` is "conv" (conv probe on frozen block 2 of
     the RotNet) or "supervised" (a NIN trained on the subset alone)."""
     data = load_dataset(config)
     path = subset_path(subsets_dir, per_class)
     indices = read_label_subset(path, data.train_labels)
-    tags = {"study": "semisup", "subset_per_class": per_class, "subset_size": len(indices),
+    tags = {"figure5": "semisup", "subset_per_class": per_class, "subset_size": len(indices),
             "subset_file_sha256": checkpoint.file_sha256(path)}
     root = Path(out_dir) if out_dir else output_root(config) / "semisup"
     optim = config.semisup_optim(method)
-    if method == "rotnet-conv":
+    if method == "conv":
         if backbone is None:
-            raise RotnetError("the rotnet-conv method needs a pretrained checkpoint")
-        return probe(config, backbone, kind="conv", block=2, optim=optim, train_indices=indices,
-                     subset_per_class=per_class, out_dir=root / f"rotnet-conv-k{per_class}", extra_tags=tags, tracker=tracker,
+            raise RotnetError("the conv method needs a pretrained checkpoint")
+        return probe(config, backbone, head="conv", block=2, optim=optim, train_indices=indices,
+                     subset_per_class=per_class, out_dir=root / f"conv-k{per_class}", extra_tags=tags, tracker=tracker,
                      hooks=hooks, data=data)
     if method == "supervised":
         return supervised(config, optim=optim, train_indices=indices, subset_per_class=per_class,
                           out_dir=root / f"supervised-k{per_class}", extra_tags=tags,
                           tracker=tracker, hooks=hooks, data=data)
-    raise RotnetError(f"unknown semi-supervised method {method!r}; choose rotnet-conv or supervised")
+    raise RotnetError(f"unknown semi-supervised method {method!r}; choose conv or supervised")
 
 
 def snapshot_files(pretrain_dir: str | Path) -> list[Path]:
@@ -68,13 +69,13 @@ def snapshot_probe(config: Config, snapshot: str | Path, *, out_dir: str | Path 
                    tracker: Tracker | None = None, hooks: Hooks | None = None) -> RunResult:
     """One point of Figure 5a: a non-linear probe on a pretraining snapshot, tagged with
     the snapshot's epoch and its rotation accuracy on the test set."""
-    state = checkpoint.load_checkpoint(snapshot, kind="pretrain")
+    state = checkpoint.load_checkpoint(snapshot, task="pretrain")
     epoch = state["epoch"]
     rotation_acc = state["history"][-1]["test_acc"]
     backbone = load_backbone(snapshot)
     block = config.snapshots.block
     root = Path(out_dir) if out_dir else output_root(config) / "snapshots" / backbone.lineage["variant"]
-    return probe(config, backbone, kind="nonlinear", block=block, out_dir=root / f"epoch{epoch:03d}",
-                 extra_tags={"study": "snapshots", "snapshot_epoch": epoch,
+    return probe(config, backbone, head="nonlinear", block=block, out_dir=root / f"epoch{epoch:03d}",
+                 extra_tags={"figure5": "snapshots", "snapshot_epoch": epoch,
                              "snapshot_rotation_acc": f"{rotation_acc:.4f}"},
                  tracker=tracker, hooks=hooks)

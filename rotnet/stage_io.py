@@ -1,5 +1,5 @@
 """What the DVC stage scripts in `stages/` share: reading params.yaml into a `Config`,
-naming variants, tagging MLflow runs with their stage, writing DVC metrics and plots.
+applying a variant, tagging MLflow runs with their stage, writing DVC metrics and plots.
 
 The study itself (which variants, which probes) is spelled out in dvc.yaml, checked against
 `rotnet.registry`; this module only keeps the stage scripts to a few lines each.
