@@ -132,18 +132,36 @@ def check_config(state: dict, config: dict, path: str | Path) -> None:
                               f"has {key}={current.get(key)!r}; use another output directory")
 
 
-def resume(path: str | Path, *, task: str, arch: dict, model, optimizer, scheduler) -> tuple[int, list[dict], dict]:
-    """Restore everything from `path` if it exists. Returns (completed epochs, history, extra)."""
+def open_for_resume(path: str | Path, *, task: str, arch: dict,
+                    config: dict | None = None) -> dict | None:
+    """The checkpoint a run resumes from (None: there is none), opened once and refused if it
+    is foreign: another task, architecture or (given `config`) other training settings."""
     path = Path(path)
     if not path.exists():
-        return 0, [], {}
+        return None
     state = load_checkpoint(path, task=task)
     check_arch(state, arch, path)
+    if config is not None:
+        check_config(state, config, path)
+    return state
+
+
+def restore(state: dict | None, *, model, optimizer, scheduler) -> tuple[int, list[dict], dict]:
+    """Load an opened checkpoint into the run's objects (nothing for None). Returns
+    (completed epochs, history, extra)."""
+    if state is None:
+        return 0, [], {}
     _unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     restore_rng_states(state["rng"])
     return state["epoch"], state["history"], state["extra"]
+
+
+def resume(path: str | Path, *, task: str, arch: dict, model, optimizer, scheduler) -> tuple[int, list[dict], dict]:
+    """Restore everything from `path` if it exists. Returns (completed epochs, history, extra)."""
+    return restore(open_for_resume(path, task=task, arch=arch), model=model, optimizer=optimizer,
+                   scheduler=scheduler)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -186,7 +186,7 @@ def probe(
         backbone = experiments.random_backbone(config, data,
                                                calibrated=str(checkpoint) == RANDOM_VARIANTS[True])
     else:
-        backbone = experiments.load_backbone(checkpoint, in_channels=data.channels)
+        backbone = experiments.load_backbone(checkpoint)
     with progress_hooks(f"{head} probe, block {block}") as hooks:
         result = experiments.probe(config, backbone, head=head, block=block, finetune=finetune,
                                    out_dir=out, tracker=tracker_for(track), hooks=hooks, data=data)

@@ -30,7 +30,7 @@ from rotnet import checkpoint, hardware
 from rotnet.augment import apply_crop_flip, draw_crop_flip, normalize
 from rotnet.config import OptimConfig, RuntimeConfig
 from rotnet.data import ImageData
-from rotnet.distributed import check_batch, from_environment, join
+from rotnet.distributed import from_environment
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.rotations import RotationSet, rotate_batch
@@ -69,8 +69,7 @@ class Runtime:
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"
         hardware.check_device_available(name)  # before any process group or file
-        self.world = from_environment()
-        join(self.world, torch.device(name).type)
+        self.world = from_environment()  # described only: `distributed.join` joins it
         if self.world.enabled and name == "cuda":
             name = f"cuda:{self.world.local_rank}"  # torchrun: one GPU per process
         self.device = torch.device(name)
@@ -245,8 +244,10 @@ def make_optimizer(model: nn.Module, optim: OptimConfig):
 
 def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, out_dir: str | Path,
         config: dict, hooks: Hooks | None = None, train_indices: torch.Tensor | None = None,
-        snapshot_every: int = 0, extra: dict | None = None) -> list[dict]:
-    """Train `task` for `optim.epochs`, resuming from `out_dir/checkpoint.pt` if present.
+        snapshot_every: int = 0, extra: dict | None = None, state: dict | None = None) -> list[dict]:
+    """Train `task` for `optim.epochs`, resuming from `state`: `out_dir/checkpoint.pt` as
+    `checkpoint.open_for_resume` opened and checked it (None: start afresh). The caller has
+    validated the run (`experiments.execute`: batch size, world, checkpoint).
 
     A checkpoint is written atomically after every epoch (and kept as
     `snapshot-epochNNN.pt` every `snapshot_every` epochs). Returns the per-epoch history.
@@ -258,11 +259,9 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
     if task.frozen is not None:
         runtime.prepare_module(task.frozen)
         task.frozen.requires_grad_(False)
-    check_batch(optim.batch_size, runtime.world)
     optimizer, scheduler = make_optimizer(task.model, optim)
-    start_epoch, history, saved_extra = checkpoint.resume(
-        ckpt_path, task=task.name, arch=task.arch, model=task.model,
-        optimizer=optimizer, scheduler=scheduler)
+    start_epoch, history, saved_extra = checkpoint.restore(state, model=task.model,
+                                                           optimizer=optimizer, scheduler=scheduler)
     extra = {**saved_extra, **(extra or {})}
     model, frozen = task.model, task.frozen
     trained = model

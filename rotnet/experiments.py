@@ -22,8 +22,7 @@ from rotnet import checkpoint, outdir, protocol
 from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data
-from rotnet.distributed import check_batch
-from rotnet.distributed import from_environment as world_from_environment
+from rotnet.distributed import check_batch, join
 from rotnet.engine import Hooks, Runtime, StopRun, Task, class_accuracy, fit
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
@@ -81,13 +80,15 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
     Everything that can be refused (device, checkpoint, MLflow store, the folder itself and
     its lock) is checked before metrics.json is removed or a run is opened or reopened, so a
     failing rerun leaves a finished result as it was."""
-    check_batch(optim.batch_size, world_from_environment())  # before joining a process group
     runtime = Runtime(config.runtime)
+    check_batch(optim.batch_size, runtime.world)  # before joining the process group
+    join(runtime.world, runtime.device.type)  # torchrun's process group, joined here explicitly
     tracker = tracker if tracker is not None else Tracker()
     if not runtime.world.is_main:  # under torchrun only rank 0 logs and writes results
         tracker, hooks = NullTracker(), None
     out_dir = Path(out_dir)
-    state = _resumable_state(out_dir / "checkpoint.pt", task, config)
+    state = checkpoint.open_for_resume(out_dir / "checkpoint.pt", task=task.name, arch=task.arch,
+                                       config=config.to_dict())  # refused before anything is logged
     tracker.connect()
     with outdir.claim(out_dir) if runtime.world.is_main else contextlib.nullcontext():
         (out_dir / METRICS_FILE).unlink(missing_ok=True)
@@ -111,6 +112,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             history = fit(task, data, optim, runtime, out_dir=out_dir,
                           config=config.to_dict(), train_indices=train_indices,
                           snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
+                          state=state,
                           hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
             per_class = _per_class_accuracy(task, data, runtime)
             metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, per_class,
@@ -120,16 +122,6 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             raise
         tracker.finish("FINISHED")
     return RunResult(run_id, out_dir, metrics, history)
-
-
-def _resumable_state(ckpt_path: Path, task: Task, config: Config) -> dict | None:
-    """The checkpoint to resume from, refused (foreign, other settings) before anything is logged."""
-    if not ckpt_path.exists():
-        return None
-    state = checkpoint.load_checkpoint(ckpt_path, task=task.name)
-    checkpoint.check_arch(state, task.arch, ckpt_path)
-    checkpoint.check_config(state, config.to_dict(), ckpt_path)
-    return state
 
 
 def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags: dict,
@@ -209,13 +201,11 @@ class Backbone:
     protocol: dict  # what its weights are, for a probe's fingerprint (rotnet.protocol)
 
 
-def load_backbone(path: str | Path, *, in_channels: int | None = None) -> Backbone:
-    """The backbone of a pretraining checkpoint (its rotation head is dropped)."""
+def load_backbone(path: str | Path) -> Backbone:
+    """The backbone of a pretraining checkpoint (its rotation head is dropped); what it can
+    serve is checked where it is used (`check_backbone`)."""
     state = checkpoint.load_checkpoint(path, task="pretrain")
     arch = state["arch"]
-    if in_channels is not None and arch["in_channels"] != in_channels:
-        raise RotnetError(f"{path} was pretrained on {arch['in_channels']}-channel images, "
-                          f"this data set has {in_channels}")
     model = NINClassifier(arch["blocks"], len(rotation_set(arch["rotations"])), arch["in_channels"],
                           arch["width"])
     model.load_state_dict(state["model"])
@@ -228,7 +218,21 @@ def load_backbone(path: str | Path, *, in_channels: int | None = None) -> Backbo
                "pretrain_checkpoint_sha256": checkpoint.file_sha256(path),
                "pretrain_epoch": state["epoch"], "variant": tags.get("variant", ""),
                "blocks": arch["blocks"], "rotations": arch["rotations"], "width": arch["width"]}
-    return Backbone(model.backbone, lineage, protocol.pretrained_backbone(pretrain_fp, state["epoch"]))
+    backbone = Backbone(model.backbone, lineage,
+                        protocol.pretrained_backbone(pretrain_fp, state["epoch"]))
+    return backbone
+
+
+def check_backbone(backbone: Backbone, *, channels: int, block: int | None = None) -> None:
+    """Refuse a probe that `backbone` cannot serve: on a block it does not have, or on
+    images of another number of channels than it was built for."""
+    n_blocks = len(backbone.module.blocks)
+    if block is not None and not 1 <= block <= n_blocks:
+        raise RotnetError(f"cannot probe block {block}: the checkpoint has {n_blocks} blocks")
+    takes = backbone.module.blocks[0][0].in_channels
+    if takes != channels:
+        raise RotnetError(f"the backbone ({backbone.lineage['pretrain_checkpoint']}) takes "
+                          f"{takes}-channel images, the data set has {channels}")
 
 
 def random_backbone(config: Config, data: ImageData, *, calibrated: bool = True,
@@ -270,15 +274,10 @@ def probe(config: Config, backbone: Backbone, *, head: str = "nonlinear", block:
           hooks: Hooks | None = None, data: ImageData | None = None) -> RunResult:
     """A classifier on block `block` of `backbone`: frozen (a probe) or trained with it
     (on `train_indices` only, when given: the label subset of `subset_per_class` per class)."""
-    n_blocks = len(backbone.module.blocks)
-    if not 1 <= block <= n_blocks:
-        raise RotnetError(f"cannot probe block {block}: the checkpoint has {n_blocks} blocks")
     if head not in HEADS:
         raise RotnetError(f"unknown probe head {head!r}; choose {' or '.join(HEADS)}")
     data = data or load_dataset(config)
-    if backbone.module.blocks[0][0].in_channels != data.channels:
-        raise RotnetError(f"the backbone takes {backbone.module.blocks[0][0].in_channels}-channel "
-                          f"images, data set {data.name!r} has {data.channels}")
+    check_backbone(backbone, channels=data.channels, block=block)
     _seeded(config.runtime.seed)
     width = backbone.lineage["width"]
     classifier = classifier_head(head, backbone.module, block, data.channels, data.num_classes,
@@ -336,5 +335,5 @@ def read_result(out_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-__all__ = ["Backbone", "NullTracker", "RunResult", "execute", "load_backbone", "load_dataset",
-           "output_root", "pretrain", "probe", "random_backbone", "read_result", "supervised"]
+__all__ = ["Backbone", "NullTracker", "RunResult", "check_backbone", "execute", "load_backbone",
+           "load_dataset", "output_root", "pretrain", "probe", "random_backbone", "read_result", "supervised"]

@@ -195,13 +195,9 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
         if checkpoint is None:
             raise RotnetError("tuning the probe needs a pretraining checkpoint")
         backbone = experiments.load_backbone(checkpoint)
-        n_blocks = len(backbone.module.blocks)
-        if not 1 <= block <= n_blocks:
-            raise RotnetError(f"cannot probe block {block}: the checkpoint has {n_blocks} blocks")
     data = experiments.load_dataset(config)
-    if backbone is not None and backbone.module.blocks[0][0].in_channels != data.channels:
-        raise RotnetError(f"{checkpoint} takes {backbone.module.blocks[0][0].in_channels}-channel "
-                          f"images, data set {data.name!r} has {data.channels}")
+    if backbone is not None:
+        experiments.check_backbone(backbone, channels=data.channels, block=block)
     val_data = validation_split(data, val_fraction, config.runtime.seed)
     del data  # the test split goes no further
 

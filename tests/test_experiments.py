@@ -302,7 +302,7 @@ def test_a_probe_checkpoint_is_not_a_backbone(tmp_path, make_config, tiny_pretra
 
 def test_backbone_for_other_input_channels(tiny_pretrained):
     with pytest.raises(RotnetError, match="channel"):
-        experiments.load_backbone(tiny_pretrained, in_channels=1)
+        experiments.check_backbone(experiments.load_backbone(tiny_pretrained), channels=1)
 
 
 def test_pretraining_into_a_directory_of_another_architecture(tmp_path, make_config, tiny_data,
