@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from rotnet import __version__
+from rotnet.cli_options import RunOptions, checkpoint_file, choice_option, run_options
 from rotnet.config import DATASETS, PROFILES
 from rotnet.errors import RotnetError
 from rotnet.protocol import RANDOM_VARIANTS
@@ -29,90 +30,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="RotNet (Gidaris et al., ICLR 2018): rotation pretraining, probes, "
                        "baselines and the paper's CIFAR-10 ablations, tracked in MLflow.")
 console = Console(stderr=True)
-
-
-def one_of(option: str, choices) -> Callable:
-    """A parse-time check of a fixed-choice option: a bad value is one `error:` line naming
-    the option as the user typed it, before any data, MLflow or DVC is touched."""
-    allowed = [str(choice) for choice in choices]
-
-    def check(value):
-        if value is not None and str(value) not in allowed:
-            raise RotnetError(f"{option} {value}: choose one of {', '.join(allowed)}")
-        return value
-    return check
-
-
-def choice_option(default, option: str, choices, help: str, *aliases: str):
-    """A typer.Option whose value must be one of `choices` (shown in --help)."""
-    return typer.Option(default, option, *aliases, help=help, callback=one_of(option, choices),
-                        metavar="[" + "|".join(map(str, choices)) + "]")
-
-
-def checkpoint_file(path: Optional[Path]) -> Optional[Path]:
-    """A directory given as a checkpoint: name the file the user probably meant."""
-    if path is not None and path.is_dir():
-        inside = path / "checkpoint.pt"
-        hint = f"did you mean {inside}?" if inside.is_file() else "it has no checkpoint.pt"
-        raise RotnetError(f"checkpoint {path} is a directory, not a checkpoint file; {hint}")
-    return path
-
-
-# Options shared by the training commands.
-ParamsOpt = typer.Option(None, "--params", help="A params.yaml to start from (the DVC pipeline's).")
-ProfileOpt = choice_option(None, "--profile", PROFILES, "paper (CIFAR-10, the reference protocol), "
-                           "paper-authors (the same with the authors' code's 200-epoch "
-                           "pretraining), quick (minutes on a CPU) or smoke (seconds).")
-DatasetOpt = choice_option(None, "--dataset", DATASETS, "The data set.")
-DataRootOpt = typer.Option(None, "--data-root", help="Where the data set lives / is downloaded.")
-EpochsOpt = typer.Option(None, "--epochs", help="Training epochs (overrides the profile).")
-SeedOpt = typer.Option(None, "--seed", help="Random seed (model init, order, augmentation).")
-DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N.")
-OutOpt = typer.Option(None, "--out", help="Output directory (checkpoint.pt, metrics.json). "
-                      "Rerunning into the same directory resumes.")
-SetOpt = typer.Option(None, "--set", help="Override any config key, e.g. --set pretrain.optim.lr=0.05 "
-                      "(repeatable).")
-TrackOpt = typer.Option(True, "--track/--no-track", help="Log the run to MLflow.")
-
-
-def build_config(params: Optional[Path], profile: Optional[str], sets: Optional[list[str]],
-                 overrides: dict):
-    """params.yaml, then --profile, then flags, then --set; validated once."""
-    from rotnet.config import Config, merge
-    from rotnet.params import read_params, parse_set
-
-    values = read_params(params) if params else {}
-    if profile:
-        values["profile"] = profile
-    values = merge(values, {k: v for k, v in overrides.items() if v is not None})
-    for item in sets or []:
-        values = merge(values, parse_set(item))
-    return Config.from_dict(values)
-
-
-def nested(**dotted) -> dict:
-    """nested(**{"pretrain.blocks": 4}) -> {"pretrain": {"blocks": 4}}, skipping None."""
-    out: dict = {}
-    for key, value in dotted.items():
-        if value is None:
-            continue
-        *parents, leaf = key.split("__")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def common(dataset, data_root, seed, device) -> dict:
-    return nested(data__dataset=dataset, data__root=data_root, runtime__seed=seed,
-                  runtime__device=device)
-
-
-def tracker_for(track: bool):
-    from rotnet.tracking import NullTracker, Tracker
-
-    return Tracker() if track else NullTracker()
 
 
 def report_result(title: str, result) -> None:
@@ -137,29 +54,27 @@ def version(_: bool = typer.Option(False, "--version", is_eager=True, callback=s
 
 
 @app.command()
+@run_options()
 def pretrain(
     blocks: Optional[int] = choice_option(None, "--blocks", BLOCK_CHOICES, "NIN blocks."),
     rotations: Optional[str] = choice_option(None, "--rotations", ROTATION_SETS,
                                              f"Rotation set: {rotation_set_help()}."),
     width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier (1.0 = paper)."),
-    dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
-    epochs: Optional[int] = EpochsOpt, seed: Optional[int] = SeedOpt, device: Optional[str] = DeviceOpt,
-    profile: Optional[str] = ProfileOpt, params: Optional[Path] = ParamsOpt,
-    out: Optional[Path] = OutOpt, set_: Optional[list[str]] = SetOpt, track: bool = TrackOpt,
+    *, options: RunOptions,
 ):
     """Pretrain a RotNet: predict which rotation was applied to each image."""
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
-    config = build_config(params, profile, set_, {**common(dataset, data_root, seed, device), **nested(
-        pretrain__blocks=blocks, pretrain__rotations=rotations, pretrain__width=width,
-        pretrain__optim__epochs=epochs)})
+    config = options.config({"pretrain.blocks": blocks, "pretrain.rotations": rotations,
+                             "pretrain.width": width, "pretrain.optim.epochs": options.epochs})
     with progress_hooks("pretrain") as hooks:
-        result = experiments.pretrain(config, out, tracker=tracker_for(track), hooks=hooks)
+        result = experiments.pretrain(config, options.out, tracker=options.tracker(), hooks=hooks)
     report_result("rotation prediction:", result)
 
 
 @app.command()
+@run_options()
 def probe(
     checkpoint: Path = typer.Argument(..., help="A pretraining checkpoint.pt, or 'random' for a "
                                       "randomly initialised backbone (BatchNorm statistics "
@@ -169,18 +84,15 @@ def probe(
     head: str = choice_option("nonlinear", "--head", HEADS, "nonlinear (3 FC layers) or "
                               "conv (a fresh NIN block + linear).", "--kind"),
     finetune: bool = typer.Option(False, "--finetune/--frozen", help="Train the backbone too."),
-    dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
-    epochs: Optional[int] = EpochsOpt, seed: Optional[int] = SeedOpt, device: Optional[str] = DeviceOpt,
-    profile: Optional[str] = ProfileOpt, params: Optional[Path] = ParamsOpt,
-    out: Optional[Path] = OutOpt, set_: Optional[list[str]] = SetOpt, track: bool = TrackOpt,
+    *, options: RunOptions,
 ):
     """Train a classifier on one block of a pretrained RotNet (frozen, or fine-tuned)."""
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
-    section = "finetune__optim" if finetune else ("conv_probe__optim" if head == "conv" else "probe__optim")
-    config = build_config(params, profile or _checkpoint_profile(checkpoint), set_, {
-        **common(dataset, data_root, seed, device), **nested(**{f"{section}__epochs": epochs})})
+    section = "finetune" if finetune else ("conv_probe" if head == "conv" else "probe")
+    config = options.config({f"{section}.optim.epochs": options.epochs},
+                            profile=options.profile or _checkpoint_profile(checkpoint))
     data = experiments.load_dataset(config)
     if str(checkpoint) in RANDOM_VARIANTS.values():
         backbone = experiments.random_backbone(config, data,
@@ -189,7 +101,8 @@ def probe(
         backbone = experiments.load_backbone(checkpoint)
     with progress_hooks(f"{head} probe, block {block}") as hooks:
         result = experiments.probe(config, backbone, head=head, block=block, finetune=finetune,
-                                   out_dir=out, tracker=tracker_for(track), hooks=hooks, data=data)
+                                   out_dir=options.out, tracker=options.tracker(), hooks=hooks,
+                                   data=data)
     report_result(f"{head} {'fine-tuned' if finetune else 'probe'} on block {block}:", result)
 
 
@@ -203,24 +116,22 @@ def _checkpoint_profile(checkpoint: Path) -> Optional[str]:
 
 
 @app.command()
-def supervised(
-    dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
-    epochs: Optional[int] = EpochsOpt, seed: Optional[int] = SeedOpt, device: Optional[str] = DeviceOpt,
-    profile: Optional[str] = ProfileOpt, params: Optional[Path] = ParamsOpt,
-    out: Optional[Path] = OutOpt, set_: Optional[list[str]] = SetOpt, track: bool = TrackOpt,
-):
+@run_options()
+def supervised(*, options: RunOptions):
     """Train the supervised NIN baseline (3 blocks) from scratch."""
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
-    config = build_config(params, profile, set_, {**common(dataset, data_root, seed, device),
-                                                  **nested(supervised__optim__epochs=epochs)})
+    config = options.config({"supervised.optim.epochs": options.epochs})
     with progress_hooks("supervised NIN") as hooks:
-        result = experiments.supervised(config, out_dir=out, tracker=tracker_for(track), hooks=hooks)
+        result = experiments.supervised(config, out_dir=options.out, tracker=options.tracker(),
+                                        hooks=hooks)
     report_result("supervised NIN:", result)
 
 
 @app.command()
+@run_options("params", "profile", "dataset", "data_root", "seed", "device", "out", "sets",
+             "track")
 def semisup(
     checkpoint: Path = typer.Argument(..., help="A 4-block pretraining checkpoint.pt.",
                                       callback=checkpoint_file),
@@ -228,17 +139,14 @@ def semisup(
                                                   "class (repeatable; default: the profile's)."),
     subsets_dir: Optional[Path] = typer.Option(None, "--subsets", help="Where the label-subset "
                                                "index files are (written if missing)."),
-    dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
-    seed: Optional[int] = SeedOpt, device: Optional[str] = DeviceOpt,
-    profile: Optional[str] = ProfileOpt, params: Optional[Path] = ParamsOpt,
-    out: Optional[Path] = OutOpt, set_: Optional[list[str]] = SetOpt, track: bool = TrackOpt,
+    *, options: RunOptions,
 ):
     """Semi-supervised sweep (Figure 5b): conv probe on RotNet vs supervised NIN per subset size."""
     from rotnet import experiments, figure5
     from rotnet.progress import progress_hooks
 
-    config = build_config(params, profile or _checkpoint_profile(checkpoint), set_, {
-        **common(dataset, data_root, seed, device), **nested(semisup__per_class=per_class)})
+    config = options.config({"semisup.per_class": per_class},
+                            profile=options.profile or _checkpoint_profile(checkpoint))
     from rotnet.hardware import check_device_available
 
     backbone = experiments.load_backbone(checkpoint)  # refused before any subset file is written
@@ -249,29 +157,28 @@ def semisup(
         for method in figure5.semisup_methods(k, subsets_dir):
             with progress_hooks(f"{method}, {k} per class") as hooks:
                 result = figure5.semisup_run(config, method, k, subsets_dir, backbone=backbone,
-                                             out_dir=out, tracker=tracker_for(track), hooks=hooks)
+                                             out_dir=options.out, tracker=options.tracker(),
+                                             hooks=hooks)
             report_result(f"{method}, {k} labels per class:", result)
 
 
 @app.command()
+@run_options("profile", "params", "device", "out", "sets", "track")
 def snapshots(
     pretrain_dir: Path = typer.Argument(..., help="A pretraining output directory with "
                                         "snapshot-epochNNN.pt files."),
-    profile: Optional[str] = ProfileOpt, params: Optional[Path] = ParamsOpt,
-    device: Optional[str] = DeviceOpt, out: Optional[Path] = OutOpt,
-    set_: Optional[list[str]] = SetOpt, track: bool = TrackOpt,
+    *, options: RunOptions,
 ):
     """Figure 5a: a non-linear probe on block 2 of every pretraining snapshot."""
     from rotnet import figure5
     from rotnet.progress import progress_hooks
 
     files = figure5.snapshot_files(pretrain_dir)
-    config = build_config(params, profile or _checkpoint_profile(files[0]), set_,
-                          nested(runtime__device=device))
+    config = options.config(profile=options.profile or _checkpoint_profile(files[0]))
     for snap in files:
         with progress_hooks(f"probe on {snap.name}") as hooks:
-            result = figure5.snapshot_probe(config, snap, out_dir=out, tracker=tracker_for(track),
-                                            hooks=hooks)
+            result = figure5.snapshot_probe(config, snap, out_dir=options.out,
+                                            tracker=options.tracker(), hooks=hooks)
         report_result(f"{snap.name}:", result)
 
 
@@ -293,7 +200,7 @@ def report(
     """Write Tables 1-3 and Figure 5a/5b from the MLflow store only, each cell from a run of
     the protocol the params state (its fingerprint), never another."""
     from rotnet.config import Config, merge
-    from rotnet.params import read_params, revision_params
+    from rotnet.params import nested, read_params, revision_params
     from rotnet.report import collect, write_report
 
     if profile:
@@ -304,7 +211,7 @@ def report(
         default = params == Path("params.yaml")
         values = read_params(params) if params.exists() or not default else {}
         label = None if default else params.stem
-    config = Config.from_dict(merge(values, nested(data__dataset=dataset)))
+    config = Config.from_dict(merge(values, nested({"data.dataset": dataset} if dataset else {})))
     data = collect(config)
     for path in write_report(out or Path("reports", *filter(None, [label])), data):
         console.print(f"wrote {path}")
@@ -370,6 +277,7 @@ def params_command(
 
 
 @app.command()
+@run_options("dataset", "data_root", "device", "profile", "params", "sets", "track")
 def tune(
     checkpoint: Optional[Path] = typer.Argument(None, help="The pretraining checkpoint.pt whose "
                                                 "block --block the probe reads (target probe).",
@@ -392,12 +300,9 @@ def tune(
                                              "train (default: the profile's)."),
     write_params: Optional[Path] = typer.Option(None, "--write-params", help="Write the best values "
                                                 "into this params.yaml's <target>.optim section."),
-    dataset: Optional[str] = DatasetOpt, data_root: Optional[str] = DataRootOpt,
-    device: Optional[str] = DeviceOpt, profile: Optional[str] = ProfileOpt,
-    params: Optional[Path] = ParamsOpt, set_: Optional[list[str]] = SetOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Where trial runs go (default "
                                        "<project>/outputs/tune/<study>/trial-NNNN)."),
-    track: bool = TrackOpt,
+    *, options: RunOptions,
 ):
     """Tune lr, weight decay and epochs (milestones at 50/75/90% of them) with Optuna, on a
     validation split of the training set; prints the best trial and a `dvc exp run` line."""
@@ -405,8 +310,8 @@ def tune(
 
     if target == "probe" and checkpoint is not None and not checkpoint.is_file():
         raise RotnetError(f"checkpoint not found: {checkpoint}")
-    config = build_config(params, profile or (_checkpoint_profile(checkpoint) if checkpoint else None),
-                          set_, common(dataset, data_root, None, device))
+    config = options.config(profile=options.profile or (_checkpoint_profile(checkpoint) if checkpoint
+                                                          else None))
 
     def on_trial(trial) -> None:
         value = f"{trial.value:.2f}%" if trial.value is not None else "-"
@@ -418,7 +323,7 @@ def tune(
     result = tuning.tune(config, checkpoint, target=target, block=block, n_trials=trials,
                          study_name=study, storage=storage, seed=seed, val_fraction=val_fraction,
                          min_epochs=min_epochs, max_epochs=max_epochs, out_dir=out,
-                         tracker=None if track else tracker_for(False), on_trial=on_trial)
+                         tracker=None if options.track else options.tracker(), on_trial=on_trial)
     best = tuning.best_values(result.best_params)
     console.print(f"study {result.study_name!r} ({result.n_trials} trials: {result.n_complete} "
                   f"complete, {result.n_pruned} pruned) in {result.storage}", highlight=False)

@@ -35,12 +35,19 @@ def parse_set(item: str) -> dict:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
+    return nested({key.strip(): value})
+
+
+def nested(dotted: dict) -> dict:
+    """{"pretrain.optim.lr": 0.05, "pretrain.blocks": 4} -> {"pretrain": {"optim": {"lr": 0.05},
+    "blocks": 4}}."""
     out: dict = {}
-    node = out
-    *parents, leaf = key.strip().split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
     return out
 
 
