@@ -201,7 +201,8 @@ def report(
     the protocol the params state (its fingerprint), never another."""
     from rotnet.config import Config, merge
     from rotnet.params import nested, read_params, revision_params
-    from rotnet.report import collect, write_report
+    from rotnet.report import collect
+    from rotnet.report_render import write_report
 
     if profile:
         values, label = {"profile": profile}, profile
@@ -237,7 +238,7 @@ def ablate(
     from rotnet.config import Config
     from rotnet.stage_io import stage_config
     from rotnet.registry import BASELINE, baseline_stages, parse_variant, variant_name
-    from rotnet.report import ablation_table
+    from rotnet.report_render import ablation_table
 
     variant = variant_name(blocks, rotations)
     parse_variant(variant)  # a variant that does not exist: exit 2 before DVC starts

@@ -244,6 +244,31 @@ def _bilinear(grid: np.ndarray, size: int) -> np.ndarray:
     return rows[..., lo] * (1 - w) + rows[..., lo + 1] * w
 
 
+def _layer_weights(x, y, labels, chunk: slice, front: dict, behind: dict, shapes: tuple,
+                   size: int) -> np.ndarray:
+    """Each layer's weight per pixel (m × layers × size²) for the images in `chunk`: its
+    alpha times the transparency of all layers above it. `shapes`: the objects' (scale,
+    aspect, tilt, shift, params)."""
+    scale, aspect, tilt, shift, params = shapes
+    m = chunk.stop - chunk.start
+    alphas = np.empty((m, DISTRACTORS + 3, size, size), dtype=np.float32)
+    alphas[:, 0] = _blob_alpha(x, y, front, None, chunk, size, ellipse=False)
+    for label in range(len(CLASSES)):
+        members = np.flatnonzero(labels[chunk] == label)
+        if members.size:
+            i = members + chunk.start
+            alphas[members, 1] = _coverage(label, scale[i], aspect[i], tilt[i], shift[0, i], shift[1, i],
+                                           params[i], size)
+    for k in range(DISTRACTORS):  # distractor 0 lies lowest; even ones are ellipses, odd ones bars
+        alphas[:, 1 + DISTRACTORS - k] = _blob_alpha(x, y, behind, k, chunk, size, ellipse=k % 2 == 0)
+    alphas[:, -1] = 1.0
+    clear = np.ones((m, size, size), dtype=np.float32)
+    for layer in range(DISTRACTORS + 3):
+        alphas[:, layer] *= clear  # now the layer's weight
+        clear -= alphas[:, layer]
+    return alphas.reshape(m, DISTRACTORS + 3, size * size)
+
+
 def generate_objects(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """n images (uint8 n×3×size×size) and labels (int64 n), balanced over CLASSES.
 
@@ -283,22 +308,8 @@ def generate_objects(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, t
     for start in range(0, n, CHUNK):
         chunk = slice(start, min(start + CHUNK, n))
         m = chunk.stop - start
-        alphas = np.empty((m, DISTRACTORS + 3, size, size), dtype=np.float32)
-        alphas[:, 0] = _blob_alpha(x, y, front, None, chunk, size, ellipse=False)
-        for label in range(len(CLASSES)):
-            members = np.flatnonzero(labels[chunk] == label)
-            if members.size:
-                i = members + start
-                alphas[members, 1] = _coverage(label, scale[i], aspect[i], tilt[i], shift[0, i], shift[1, i],
-                                               params[i], size)
-        for k in range(DISTRACTORS):  # distractor 0 lies lowest; even ones are ellipses, odd ones bars
-            alphas[:, 1 + DISTRACTORS - k] = _blob_alpha(x, y, behind, k, chunk, size, ellipse=k % 2 == 0)
-        alphas[:, -1] = 1.0
-        clear = np.ones((m, size, size), dtype=np.float32)
-        for layer in range(DISTRACTORS + 3):
-            alphas[:, layer] *= clear  # now the layer's weight
-            clear -= alphas[:, layer]
-        weights = alphas.reshape(m, DISTRACTORS + 3, size * size)
+        weights = _layer_weights(x, y, labels, chunk, front, behind,
+                                 (scale, aspect, tilt, shift, params), size)
         pixels = np.matmul(colours[chunk].transpose(0, 2, 1), weights).reshape(m, 3, size, size)
         ramp = (np.cos(light_angle[chunk])[:, None, None] * x - np.sin(light_angle[chunk])[:, None, None] * y)
         lattice = rng.standard_normal((m, 3, TEXTURE_GRID, TEXTURE_GRID), dtype=np.float32)

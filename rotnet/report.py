@@ -1,5 +1,6 @@
 """The paper's Tables 1-3 and 9 and Figures 5a/5b, read back from the MLflow runs (through
-`rotnet.tracking` only) and written as Markdown, PNG and `runs.json` under `reports/`.
+`rotnet.tracking` only): which run fills which cell and point (`collect`). Writing them as
+Markdown, PNG and `runs.json` under `reports/` is `rotnet.report_render`'s.
 
 Which run fills which cell: its tags name the cell (see `table_specs`), and its protocol
 fingerprint (`rotnet.protocol`) must equal the one the reported params imply for that cell,
@@ -16,30 +17,18 @@ exist), and figures.md says the same.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from rotnet import figures, protocol, tracking
-from rotnet.checkpoint import atomic_write
+from rotnet import protocol, tracking
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.registry import BASELINE, parse_variant, rotation_set_label
 from rotnet.stage_io import with_variant
 
-UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
-DEFAULT_UI = "http://127.0.0.1:5000"
-MISSING = "—"
-NOTE = ("Numbers: final-epoch top-1 test accuracy per image, in % (the authors' code kept "
-        "the best test epoch instead; ours is in runs.json as best_value).")
-TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Difference: ours − paper. " + MISSING +
-              ": not run under this protocol (no finished run with the cell's fingerprint).")
-
-# The paper's CIFAR-10 test accuracies (%), Tables 1 and 2 keyed by variant
-# (`tests/test_registry.py` checks the keys against rotnet.registry): Tables 1-3 of Gidaris, Singh, Komodakis,
-# "Unsupervised Representation Learning by Predicting Image Rotations", ICLR 2018.
+# The paper's CIFAR-10 test accuracies (%): Tables 1-3 of Gidaris, Singh, Komodakis,
+# "Unsupervised Representation Learning by Predicting Image Rotations", ICLR 2018. Tables 1
+# and 2 are keyed by variant (`tests/test_registry.py` checks them against rotnet.registry).
 PAPER = {
     "table1": {"b3-r4": (85.45, 88.26, 62.09), "b4-r4": (85.07, 89.06, 86.21, 61.73),
                "b5-r4": (85.04, 89.76, 86.82, 74.50, 50.37)},  # blocks B1, B2, ...
@@ -54,13 +43,6 @@ PAPER = {
     "prior_work": {"Roto-Scat + SVM": 82.3, "Exemplar CNN": 84.3, "DCGAN": 82.8,
                    "Scattering": 84.7},
 }
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
-TABLE9_ROWS = (("supervised", "Supervised NIN"), ("conv", "RotNet + conv"))  # Table 3 rows
-TITLES = {"table1": "Table 1: non-linear probe on each block of RotNets with 3, 4, 5 blocks",
-          "table2": "Table 2: number of rotations (4-block RotNet, non-linear probe on block 2)",
-          "table3": "Table 3: CIFAR-10 classification (RotNet features vs supervised)"}
-
 
 @dataclass(frozen=True)
 class Run:
@@ -286,223 +268,3 @@ def whole_set_supervised_point(config: Config, runs: list[Run]) -> list[Point]:
     if rest or per_class not in config.semisup.per_class:
         return []
     return [Point("figure5b", "supervised NIN", per_class, run.value, run)]
-
-
-# ---- writing -------------------------------------------------------------------------
-
-
-def ui_base(ui_url: str | None = None) -> str:
-    """Where run links point: the given URL, $ROTNET_MLFLOW_UI, the tracking server itself
-    (an http(s) tracking URI serves the UI too), else what `rotnet ui` opens by default."""
-    server = tracking.tracking_uri()
-    if not server.startswith(("http://", "https://")):
-        server = None
-    return (ui_url or os.environ.get(UI_ENV) or server or DEFAULT_UI).rstrip("/")
-
-
-def run_url(run: Run, ui: str) -> str:
-    return tracking.ui_link(ui, run.experiment_id, run.run_id)
-
-
-def _num(value: float | None, signed: bool = False) -> str:
-    return MISSING if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
-
-
-def _link(run: Run | None, ui: str) -> str:
-    return MISSING if run is None else f"[{run.run_id[:8]}]({run_url(run, ui)})"
-
-
-def runtime_line(runs: list[Run]) -> str:
-    """The resolved precision and device of `runs` (their `resolved.*` tags): one line when
-    they agree, a flagged count per combination when they do not."""
-    def what(run: Run) -> str:
-        tags = run.tags
-        if "resolved.precision" not in tags:
-            return "not recorded"
-        return (f"`{tags['resolved.precision']}` on `{tags.get('resolved.device', '?')}` "
-                f"({tags.get('resolved.device_name', '?')})")
-
-    counts: dict[str, int] = {}
-    for run in runs:
-        counts[what(run)] = counts.get(what(run), 0) + 1
-    if len(counts) <= 1:
-        return f"- Ran with: {next(iter(counts), MISSING)}"
-    return ("- **Mixed runtimes** (the runs did not all run alike): " +
-            "; ".join(f"{k}: {n} run{'s' * (n > 1)}" for k, n in sorted(counts.items())))
-
-
-def _header(title: str, data: ReportData, runs: list[Run], fingerprints: list[str],
-            note: str = NOTE) -> list[str]:
-    commits = sorted({r.tags.get("git_commit", "unknown") for r in runs}) or [MISSING]
-    lines = [f"# {title}", "",
-             f"- Data set: `{data.dataset}`; profile: `{data.profile}`",
-             f"- Protocol fingerprint: `{protocol.combined(fingerprints)}` (of the "
-             f"{len(fingerprints)} run fingerprints the params imply; each in runs.json)",
-             f"- Git commit(s) of the runs: {', '.join(f'`{c}`' for c in commits)}",
-             runtime_line(runs),
-             f"- MLflow tracking URI: `{data.tracking_uri}`",
-             f"- {note}"]
-    if data.dataset != "cifar10":
-        lines.append("- The paper's numbers are for CIFAR-10: on this data set the "
-                     "comparison is only indicative.")
-    return lines + [""]
-
-
-def _grid_text(cell: Cell | None, ui: str) -> str:
-    if cell is None:  # a block this RotNet does not have
-        return ""
-    if cell.run is None:
-        return f"{MISSING} / {_num(cell.paper)}"
-    return f"{cell.run.value:.2f} / {_num(cell.paper)} ({_num(cell.diff, True)}) {_link(cell.run, ui)}"
-
-
-def table_markdown(data: ReportData, name: str, ui: str) -> str:
-    cells = data.table(name)
-    lines = _header(TITLES[name], data, [c.run for c in cells if c.run],
-                    [c.fingerprint for c in cells], NOTE + TABLE_NOTE)
-    if name == "table1":  # the paper's grid: a row per RotNet, a column per block
-        columns = sorted({c.column for c in cells})
-        lines += ["Each cell: ours / paper (ours − paper) MLflow run.", "",
-                  "| RotNet | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-        for row in dict.fromkeys(c.row for c in cells):
-            by_col = {c.column: c for c in cells if c.row == row}
-            texts = [_grid_text(by_col.get(col), ui) for col in columns]
-            lines.append(f"| {row} | " + " | ".join(texts) + " |")
-    else:
-        lines += ["| Method | Ours | Paper | Ours − paper | MLflow run |", "|---|---|---|---|---|"]
-        lines += [f"| {c.row} | {_num(c.run and c.run.value)} | {_num(c.paper)} | "
-                  f"{_num(c.diff, True)} | {_link(c.run, ui)} |" for c in cells]
-    if name == "table3":
-        lines += ["", "Prior work, as quoted in the paper (not reproduced here):", "",
-                  "| Method | Paper |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in PAPER["prior_work"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def table9_markdown(data: ReportData, ui: str) -> str:
-    """Table 9: per-class test accuracy of the Table 3 supervised NIN and RotNet + conv runs."""
-    cells = [data.cell("table3", row) for _, row in TABLE9_ROWS]
-    lines = _header("Table 9: per-class CIFAR-10 test accuracy (supervised NIN vs RotNet + conv)",
-                    data, [c.run for c in cells if c.run], [c.fingerprint for c in cells],
-                    NOTE + TABLE_NOTE)
-    ours = [dict(c.run.per_class) if c.run else {} for c in cells]
-    paper = {key: dict(zip(CIFAR10_CLASSES, PAPER["table9"][key])) for key, _ in TABLE9_ROWS}
-    found = set().union(*ours)  # the data set's classes; CIFAR-10's in its own order
-    names = [n for n in CIFAR10_CLASSES if n in found] + sorted(found - set(CIFAR10_CLASSES))
-    lines += ["Each cell: ours / paper (ours − paper). Runs: " +
-              ", ".join(f"{row} {_link(c.run, ui)}" for (_, row), c in zip(TABLE9_ROWS, cells)), "",
-              "| Class | " + " | ".join(row for _, row in TABLE9_ROWS) + " |", "|---|---|---|"]
-    for name in names or CIFAR10_CLASSES:
-        texts = []
-        for (key, _), values in zip(TABLE9_ROWS, ours):
-            value, reference = values.get(name), paper[key].get(name)
-            diff = None if value is None or reference is None else value - reference
-            texts.append(f"{_num(value)} / {_num(reference)} ({_num(diff, True)})")
-        lines.append(f"| {name} | " + " | ".join(texts) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def figures_markdown(data: ReportData, ui: str) -> str:
-    supervised = data.cell("table3", "Supervised NIN")
-    runs = [p.run for p in data.points] + ([supervised.run] if supervised.run else [])
-    lines = _header("Figures 5a and 5b", data, runs,
-                    [p.fingerprint for p in data.points] + [supervised.fingerprint])
-    supervised = supervised.run
-    sections = [
-        ("figure5a", "Figure 5a: rotation accuracy and block-2 probe accuracy of pretraining "
-                     "snapshots", "pretraining epoch"),
-        ("figure5b", "Figure 5b: semi-supervised (frozen block 2 + conv vs supervised NIN)",
-                     "labelled images per class")]
-    for figure, title, xname in sections:
-        points = sorted((p for p in data.points if p.figure == figure), key=lambda p: (p.series, p.x))
-        lines += [f"## {title}", "", f"![{figure}]({figure}.png)", ""]
-        if not points:
-            lines += [f"No runs yet for this figure: {figure}.png has no points and says so.", ""]
-        lines += [f"| Series | {xname} | Accuracy | MLflow run |", "|---|---|---|---|"]
-        lines += [f"| {p.series} | {p.x:g} | {_num(p.value)} | {_link(p.run, ui)} |" for p in points]
-        if figure == "figure5a":
-            lines.append(f"| supervised NIN (flat line, Table 3) | all | "
-                         f"{_num(supervised and supervised.value)} | {_link(supervised, ui)} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def runs_json(data: ReportData, ui: str) -> str:
-    """Every cell and point with its run id: what CI checks against the store."""
-    def run_fields(run: Run | None) -> dict:
-        return {"run_id": run and run.run_id, "run_name": run and run.name,
-                "experiment_id": run and run.experiment_id,
-                "url": run and run_url(run, ui), "best_value": run and run.best}
-
-    cells = [{"table": c.table, "row": c.row, "column": c.column, "value": c.run and c.run.value,
-              "paper": c.paper, "fingerprint": c.fingerprint, "diff": None if c.diff is None else round(c.diff, 6),
-              **run_fields(c.run)} for c in data.cells]
-    points = [{"figure": p.figure, "series": p.series, "x": p.x, "value": p.value,
-               "paper": None, "fingerprint": p.fingerprint, **run_fields(p.run)}
-              for p in sorted(data.points, key=lambda p: (p.figure, p.series, p.x))]
-    doc = {"profile": data.profile, "dataset": data.dataset, "tracking_uri": data.tracking_uri,
-           "metric": "test_acc, final epoch, %", "cells": cells, "points": points,
-           "prior_work": PAPER["prior_work"]}
-    return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def write_if_changed(path: Path, content: bytes) -> bool:
-    """Atomically replace `path` with `content` unless it already holds exactly that."""
-    if path.is_file() and path.read_bytes() == content:
-        return False
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(content))
-    return True
-
-
-def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = None) -> list[Path]:
-    """Write tables 1-3 and 9, figures 5a/5b, figures.md and runs.json of `data` (see `collect`)
-    into `out_dir`; returns all their paths (files whose bytes would not change are left
-    untouched)."""
-    ui = ui_base(ui_url)
-    supervised = data.cell("table3", "Supervised NIN").run
-    context = f"({data.dataset}, {data.profile})"
-
-    def xy(figure: str, series: str) -> list[tuple[float, float]]:
-        return [(p.x, p.value) for p in data.series(figure, series)]
-
-    files = {f"{t}.md": table_markdown(data, t, ui).encode() for t in ("table1", "table2", "table3")}
-    files["table9.md"] = table9_markdown(data, ui).encode()
-    files["figure5a.png"] = figures.figure5a(
-        xy("figure5a", "rotation prediction (snapshot)"), xy("figure5a", "non-linear probe on block 2"),
-        supervised.value if supervised else None, context)
-    files["figure5b.png"] = figures.figure5b(xy("figure5b", "RotNet + conv (block 2)"),
-                                             xy("figure5b", "supervised NIN"), context)
-    files["figures.md"] = figures_markdown(data, ui).encode()
-    files["runs.json"] = runs_json(data, ui).encode()
-    out = Path(out_dir)
-    for name, content in files.items():
-        write_if_changed(out / name, content)
-    return [out / name for name in files]
-
-
-def ablation_table(config: Config, variant: str, baseline: str = BASELINE):
-    """A Rich table for `rotnet ablate`: the variant's rotation accuracy and its non-linear
-    probe accuracy per block, next to the baseline's, with the difference; only runs of the
-    protocol `config` states count (as in the report)."""
-    from rich.table import Table
-
-    runs = [r for r in finished_runs(config.profile, config.data.dataset) if "figure5" not in r.tags]
-    rows = [("rotation accuracy (pretext)", {"task": "pretrain"})]
-    blocks = with_variant(config, variant).pretrain.blocks
-    rows += [(f"non-linear probe, block {b}", {"method": "nonlinear", "block": str(b)})
-             for b in range(1, blocks + 1)]
-    table = Table(title=f"{variant} vs {baseline} ({config.data.dataset}, {config.profile}; "
-                        "final-epoch test accuracy, %)")
-    for name, justify in (("", "left"), (variant, "right"), (baseline, "right"),
-                          (f"{variant} − {baseline}", "right")):
-        table.add_column(name, justify=justify)
-
-    def run_of(name: str, want: dict) -> Run | None:
-        want = {**want, "variant": name}
-        return latest(runs, fingerprint=expected_fingerprint(config, want), **want)
-
-    for label, want in rows:
-        ours, base = run_of(variant, want), run_of(baseline, want)
-        diff = ours.value - base.value if ours and base else None
-        table.add_row(label, _num(ours and ours.value), _num(base and base.value), _num(diff, True))
-    return table

@@ -170,6 +170,18 @@ def _check_request(target: str, n_trials: int, epochs_range: tuple[int, int]) ->
         raise RotnetError(f"the epoch range must satisfy 1 <= min <= max (got {low}..{high})")
 
 
+@dataclass
+class _Inputs:
+    """What every trial reads, loaded and checked before the study is touched."""
+
+    backbone: object  # experiments.Backbone, or None for the pretraining target
+    val_data: object  # the training set's validation split (rotnet.data.ImageData)
+    base_optim: OptimConfig
+    epochs_range: tuple[int, int]
+    definition: dict  # search space + objective, stored with the study
+    default_name: str
+
+
 def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = "probe",
          block: int = 2, n_trials: int = 20, study_name: str | None = None,
          storage: str | None = None, seed: int = 0, val_fraction: float = 0.1,
@@ -178,18 +190,41 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
          on_trial: Callable[[object], None] | None = None) -> TuneResult:
     """Run (or resume) a study and return its best trial. Bad input is a RotnetError raised
     before the study, any MLflow run or any output exists."""
-    import optuna
+    inputs = _load_inputs(config, checkpoint, target, block, n_trials, val_fraction,
+                          (min_epochs, max_epochs))
+    study_name = study_name or inputs.default_name
+    study, storage_url, study_run_id = _open_study(study_name, storage, inputs.definition, seed,
+                                                   pruner)
+    study_tracker = tracker if tracker is not None else Tracker(TUNE_EXPERIMENT)
+    run_id = study_tracker.start(
+        f"tune-{study_name}", flatten({"tune": inputs.definition, "sampler_seed": seed}),
+        {"task": "tune", "optuna.study": study_name, "optuna.storage": storage_url,
+         "target": target, "profile": config.profile, "dataset": config.data.dataset},
+        resume_run_id=study_run_id)
+    if run_id:
+        study.set_user_attr(RUN_ATTR, run_id)
+    trials_root = Path(out_dir) if out_dir else project_root() / "outputs" / "tune"
+    trials_root = trials_root / re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)
+    objective = _Objective(config, target, block, inputs, study_name, study_tracker, trials_root)
+    callbacks = [lambda _study, trial: on_trial(trial)] if on_trial else []
+    try:
+        study.optimize(objective, n_trials=n_trials, callbacks=callbacks, gc_after_trial=True)
+    except BaseException as err:
+        study_tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    return _summary(study, study_tracker, target, storage_url, run_id)
 
+
+def _load_inputs(config: Config, checkpoint: str | Path | None, target: str, block: int,
+                 n_trials: int, val_fraction: float, epochs: tuple[int | None, int | None]) -> _Inputs:
+    """The backbone, the validation split and the study's definition; refused early."""
     from rotnet import experiments
     from rotnet.data import validation_split
-    from rotnet.engine import Hooks, StopRun
 
     base_optim = config.probe.optim if target == "probe" else config.pretrain.optim
     base_epochs = base_optim.epochs if target in TARGETS else 1
-    epochs_range = (min_epochs or max(1, base_epochs // 4), max_epochs or base_epochs)
+    epochs_range = (epochs[0] or max(1, base_epochs // 4), epochs[1] or base_epochs)
     _check_request(target, n_trials, epochs_range)
-
-    # Everything a trial needs, loaded (and checked) before the study is touched.
     backbone = None
     if target == "probe":
         if checkpoint is None:
@@ -201,7 +236,6 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
     val_data = validation_split(data, val_fraction, config.runtime.seed)
     del data  # the test split goes no further
 
-    space = search_space(target, epochs_range)
     objective_def = {"target": target, "metric": "final-epoch validation accuracy (%)",
                      "dataset": config.data.dataset, "profile": config.profile,
                      "train_size": config.data.train_size, "val_fraction": val_fraction,
@@ -213,10 +247,16 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
     else:
         default_name = (f"pretrain-{variant_name(config.pretrain.blocks, config.pretrain.rotations)}"
                         f"-{config.profile}")
-    definition = {"search_space": space, "objective": objective_def}
-    study_name = study_name or default_name
-    storage_url = resolve_storage(storage)
+    definition = {"search_space": search_space(target, epochs_range), "objective": objective_def}
+    return _Inputs(backbone, val_data, base_optim, epochs_range, definition, default_name)
 
+
+def _open_study(study_name: str, storage: str | None, definition: dict, seed: int, pruner):
+    """(the Optuna study, its storage URL, its MLflow run id if it has one); a stored study
+    of this name with another definition is refused."""
+    import optuna
+
+    storage_url = resolve_storage(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         rdb = optuna.storages.RDBStorage(storage_url)
@@ -243,51 +283,41 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
         sampler=optuna.samplers.TPESampler(seed=seed + existing_trials),
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
     study.set_user_attr(DEFINITION_ATTR, definition)
+    return study, storage_url, study_run_id
 
-    study_tracker = tracker if tracker is not None else Tracker(TUNE_EXPERIMENT)
-    run_id = study_tracker.start(
-        f"tune-{study_name}", flatten({"tune": definition, "sampler_seed": seed}),
-        {"task": "tune", "optuna.study": study_name, "optuna.storage": storage_url,
-         "target": target, "profile": config.profile, "dataset": config.data.dataset},
-        resume_run_id=study_run_id)
-    if run_id:
-        study.set_user_attr(RUN_ATTR, run_id)
-    trials_root = Path(out_dir) if out_dir else project_root() / "outputs" / "tune"
-    trials_root = trials_root / re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)
 
-    def objective(trial) -> float:
+@dataclass
+class _Objective:
+    """One trial: sample the optimiser, train on the validation split, return its final
+    accuracy; pruned (MedianPruner) on the per-epoch validation accuracy."""
+
+    config: Config
+    target: str
+    block: int
+    inputs: _Inputs
+    study_name: str
+    study_tracker: Tracker
+    trials_root: Path
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from rotnet.engine import StopRun
+
         params = {"lr": trial.suggest_float("lr", *LR_RANGE, log=True),
                   "weight_decay": trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True),
-                  "epochs": trial.suggest_int("epochs", *epochs_range)}
-        optim = trial_optim(base_optim, params)
+                  "epochs": trial.suggest_int("epochs", *self.inputs.epochs_range)}
+        optim = trial_optim(self.inputs.base_optim, params)
         trial.set_user_attr("milestones", optim.milestones)
-        if target == "probe":
-            trial_config = replace(config, probe=replace(config.probe, optim=optim))
-        else:
-            trial_config = replace(config, pretrain=replace(config.pretrain, optim=optim))
-
-        def on_epoch_end(metrics: dict) -> None:
-            trial.report(metrics["test_acc"], metrics["epoch"])  # validation accuracy here
-            if trial.should_prune():
-                raise StopRun(f"trial {trial.number} pruned at epoch {metrics['epoch']}")
-
-        trial_dir = trials_root / f"trial-{trial.number:04d}"
+        trial_dir = self.trials_root / f"trial-{trial.number:04d}"
         shutil.rmtree(trial_dir, ignore_errors=True)  # a new trial number is a new run
-        trial_tracker = _TrialTracker(study_tracker, {"optuna.study": study_name,
-                                                      "optuna.trial": str(trial.number),
-                                                      "split": "validation"})
-        if isinstance(study_tracker, NullTracker):
-            trial_tracker = study_tracker  # tracking off: nothing to nest
-        hooks = Hooks(on_epoch_end=on_epoch_end)
+        trial_tracker = self.study_tracker
+        if not isinstance(self.study_tracker, NullTracker):  # tracking off: nothing to nest
+            trial_tracker = _TrialTracker(self.study_tracker, {
+                "optuna.study": self.study_name, "optuna.trial": str(trial.number),
+                "split": "validation"})
         try:
-            if target == "probe":
-                result = experiments.probe(trial_config, backbone, head="nonlinear", block=block,
-                                           optim=optim, out_dir=trial_dir, tracker=trial_tracker,
-                                           hooks=hooks, data=val_data,
-                                           extra_tags={"optuna.trial": trial.number})
-            else:
-                result = experiments.pretrain(trial_config, trial_dir, tracker=trial_tracker,
-                                              hooks=hooks, data=val_data)
+            result = self._train(trial, optim, trial_dir, trial_tracker)
         except StopRun:
             trial_tracker.set_tags({"pruned": "true"})
             raise optuna.TrialPruned() from None
@@ -297,19 +327,39 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
         trial_tracker.set_tags({"pruned": "false"})
         return float(result.metrics["test_acc"])
 
-    callbacks = [lambda _study, trial: on_trial(trial)] if on_trial else []
-    try:
-        study.optimize(objective, n_trials=n_trials, callbacks=callbacks, gc_after_trial=True)
-    except BaseException as err:
-        study_tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        raise
+    def _train(self, trial, optim: OptimConfig, trial_dir: Path, tracker: Tracker):
+        from rotnet import experiments
+        from rotnet.engine import Hooks, StopRun
+
+        def on_epoch_end(metrics: dict) -> None:
+            trial.report(metrics["test_acc"], metrics["epoch"])  # validation accuracy here
+            if trial.should_prune():
+                raise StopRun(f"trial {trial.number} pruned at epoch {metrics['epoch']}")
+
+        hooks, config = Hooks(on_epoch_end=on_epoch_end), self.config
+        if self.target == "probe":
+            return experiments.probe(replace(config, probe=replace(config.probe, optim=optim)),
+                                     self.inputs.backbone, head="nonlinear", block=self.block,
+                                     optim=optim, out_dir=trial_dir, tracker=tracker, hooks=hooks,
+                                     data=self.inputs.val_data,
+                                     extra_tags={"optuna.trial": trial.number})
+        return experiments.pretrain(replace(config, pretrain=replace(config.pretrain, optim=optim)),
+                                    trial_dir, tracker=tracker, hooks=hooks,
+                                    data=self.inputs.val_data)
+
+
+def _summary(study, study_tracker: Tracker, target: str, storage_url: str,
+             run_id: str | None) -> TuneResult:
+    """The best trial, logged on the study run (which this finishes)."""
+    import optuna
+
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     if not complete:
         study_tracker.finish("FAILED")
-        raise RotnetError(f"study {study_name!r} has no completed trial yet (all {len(trials)} "
-                          f"pruned or failed); run more trials")
+        raise RotnetError(f"study {study.study_name!r} has no completed trial yet (all "
+                          f"{len(trials)} pruned or failed); run more trials")
     best = study.best_trial
     best_params = {**best.params, "milestones": scaled_milestones(int(best.params["epochs"]))}
     study_tracker.log_metrics({"best_value": best.value, "n_trials": len(trials),
@@ -320,8 +370,8 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
                             **{f"best.{k}": v for k, v in best_params.items()},
                             "best.dvc_command": dvc_command(target, best_params)})
     study_tracker.finish("FINISHED")
-    return TuneResult(study_name, storage_url, run_id or "", target, best.number, float(best.value),
-                      best_params, len(trials), len(complete), len(pruned))
+    return TuneResult(study.study_name, storage_url, run_id or "", target, best.number,
+                      float(best.value), best_params, len(trials), len(complete), len(pruned))
 
 
 def _differences(stored: dict, wanted: dict) -> list[str]:

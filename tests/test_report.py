@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rotnet import report, tracking
+from rotnet import report, report_render, tracking
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.tracking import MODEL_TRAINING_VIEW, Tracker
@@ -68,9 +68,9 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        mp.delenv(report.UI_ENV, raising=False)
+        mp.delenv(report_render.UI_ENV, raising=False)
         with pytest.raises(RotnetError) as empty:  # before any run exists: an empty store
-            report.write_report(root / "empty", report.collect(CONFIG))
+            report_render.write_report(root / "empty", report.collect(CONFIG))
         ids = {
             "pretrain_b4r4": log_run({"task": "pretrain", "variant": "b4-r4", "blocks": 4,
                                       "rotations": "4"}, [70.0, 90.5]),
@@ -107,7 +107,7 @@ def store(tmp_path_factory):
                                          snapshot_rotation_acc="77.7000"), [70.0, 79.79]),
         }
         out = root / "reports"
-        paths = report.write_report(out, report.collect(CONFIG))
+        paths = report_render.write_report(out, report.collect(CONFIG))
         yield {"ids": ids, "out": out, "paths": paths, "root": root, "empty_error": empty.value,
                "runs": json.loads((out / "runs.json").read_text())}
 
@@ -155,7 +155,7 @@ def test_newer_run_replaces_older_one(store):
 def test_a_run_of_another_protocol_leaves_the_reports_byte_identical(store):
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in store["paths"]}
     newer = log_run(probe_tags("b4-r4", 2), [97.25], config=OTHER_LR)  # e.g. -S probe.optim.lr=0.05
-    again = report.write_report(store["out"], report.collect(CONFIG))
+    again = report_render.write_report(store["out"], report.collect(CONFIG))
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in again} == before
     # ... and reported on request, under its own protocol, with nothing of the default mixed in
     other = report.collect(OTHER_LR)
@@ -233,9 +233,9 @@ def test_figures_are_png(store):
 
 def test_rewriting_gives_identical_bytes_and_leaves_files_alone(store):
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in store["paths"]}
-    again = report.write_report(store["out"], report.collect(CONFIG))
+    again = report_render.write_report(store["out"], report.collect(CONFIG))
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in again} == before
-    fresh = report.write_report(store["root"] / "fresh", report.collect(CONFIG))
+    fresh = report_render.write_report(store["root"] / "fresh", report.collect(CONFIG))
     assert {p.name: p.read_bytes() for p in fresh} == {k: v[0] for k, v in before.items()}
 
 
@@ -243,7 +243,7 @@ def test_ablation_table_compares_with_the_baseline(store):
     from rich.console import Console
 
     console = Console(width=120, record=True)
-    console.print(report.ablation_table(CONFIG, "b4-r8"))
+    console.print(report_render.ablation_table(CONFIG, "b4-r8"))
     text = console.export_text()
     assert "rotation accuracy" in text and "75.25" in text and "90.50" in text and "-15.25" in text
     assert "block 1" in text and "83.50" in text and "84.00" in text and "-0.50" in text
@@ -263,7 +263,7 @@ def test_empty_store_is_a_clear_error(store):
 
 def test_missing_figure_data_still_writes_a_figure(store, tmp_path):
     # the smoke profile has one probe run: tables mostly "—", no figure points at all
-    paths = {p.name: p for p in report.write_report(tmp_path, report.collect(protocol("smoke")))}
+    paths = {p.name: p for p in report_render.write_report(tmp_path, report.collect(protocol("smoke")))}
     assert "11.11 / 85.45 (-74.34)" in paths["table1.md"].read_text()
     for name in ("figure5a.png", "figure5b.png"):
         assert paths[name].read_bytes().startswith(PNG_MAGIC)
@@ -271,14 +271,14 @@ def test_missing_figure_data_still_writes_a_figure(store, tmp_path):
 
 
 def test_run_links_point_at_the_ui_serving_the_store(monkeypatch):
-    monkeypatch.delenv(report.UI_ENV, raising=False)
+    monkeypatch.delenv(report_render.UI_ENV, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x/mlflow.db")
-    assert report.ui_base() == report.DEFAULT_UI  # `rotnet ui` on the local store
+    assert report_render.ui_base() == report_render.DEFAULT_UI  # `rotnet ui` on the local store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team:5000/")
-    assert report.ui_base() == "http://mlflow.team:5000"  # a shared server serves its own UI
-    monkeypatch.setenv(report.UI_ENV, "https://ui.example/")
-    assert report.ui_base() == "https://ui.example"
-    assert report.ui_base("http://given:1") == "http://given:1"
+    assert report_render.ui_base() == "http://mlflow.team:5000"  # a shared server serves its own UI
+    monkeypatch.setenv(report_render.UI_ENV, "https://ui.example/")
+    assert report_render.ui_base() == "https://ui.example"
+    assert report_render.ui_base("http://given:1") == "http://given:1"
 
 
 def test_both_random_init_rows_with_the_paper_value_on_the_as_initialised_one(store):
