@@ -1,5 +1,5 @@
-"""Shared fixtures: small configs on the generated data set, a throw-away MLflow store,
-and helpers to run the `rotnet` console script.
+"""Shared fixtures: small configs on the generated data set, a throw-away MLflow store.
+Plain helpers (paths, configs, running `rotnet`, copying the project) are in helpers.py.
 
 Every test that may touch MLflow gets a sqlite store under its tmp_path (never the
 project's `mlflow.db`). Creating a sqlite store runs MLflow's migrations, which takes
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -20,35 +18,9 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# One intra-op thread by default: the CI machine has 2 cores, and with other processes on
-# them (a subprocess CLI run, a parallel job) two spinning OpenMP threads per process are
-# many times slower than one. ROTNET_TEST_THREADS=2 on an idle machine.
-THREADS = int(os.environ.get("ROTNET_TEST_THREADS", "1"))
-torch.set_num_threads(THREADS)
+from helpers import THREADS, Store, tiny_config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ROTNET = BIN / "rotnet"
-
-# The smoke profile cut further: a few seconds per pretraining on a CPU.
-TINY = {
-    "profile": "smoke",
-    "data": {"train_size": 64, "test_size": 32},
-    "pretrain": {"width": 0.125, "snapshot_every": 0,
-                 "optim": {"epochs": 2, "batch_size": 16, "milestones": [1]}},
-    "probe": {"optim": {"epochs": 1, "batch_size": 16}},
-    "conv_probe": {"optim": {"epochs": 1, "batch_size": 16}},
-    "finetune": {"optim": {"epochs": 1, "batch_size": 16}},
-    "supervised": {"optim": {"epochs": 1, "batch_size": 16}},
-    "runtime": {"log_every": 1000},
-}
-
-
-def tiny_config(overrides: dict | None = None):
-    """The TINY config with `overrides` merged in."""
-    from rotnet.config import Config, merge
-
-    return Config.from_dict(merge(TINY, overrides or {}))
+torch.set_num_threads(THREADS)  # see helpers.THREADS
 
 
 def pytest_configure(config):
@@ -93,30 +65,6 @@ def _empty_store(tmp_path_factory) -> Path:
     return path
 
 
-class Store:
-    """A throw-away MLflow store and a few queries on it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.uri = f"sqlite:///{path}"
-
-    def client(self):
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(self.uri)
-
-    def runs(self) -> list:
-        client = self.client()
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        return list(client.search_runs(experiments, max_results=1000)) if experiments else []
-
-    def run(self, run_id: str):
-        return self.client().get_run(run_id)
-
-    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        return sorted((m.step, m.value) for m in self.client().get_metric_history(run_id, key))
-
-
 @pytest.fixture
 def tracking_store(_empty_store, tmp_path, monkeypatch) -> Store:
     """MLFLOW_TRACKING_URI=sqlite:///<tmp_path>/mlflow.db, an empty store."""
@@ -125,23 +73,6 @@ def tracking_store(_empty_store, tmp_path, monkeypatch) -> Store:
     store = Store(path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     return store
-
-
-def cli_env(store: Store | None = None, **extra) -> dict:
-    """The environment of a `rotnet` child process: a tmp store (or an unused tmp path),
-    one thread, no telemetry."""
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
-           "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
-           "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra}
-    if store is not None:
-        env["MLFLOW_TRACKING_URI"] = store.uri
-    return env
-
-
-def run_rotnet(args: list[str], cwd: Path, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it."""
-    return subprocess.run([str(ROTNET), *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -162,30 +93,3 @@ def tiny_pretrained(tmp_path_factory, tiny_data) -> Path:
     out = tmp_path_factory.mktemp("tiny-pretrain")
     experiments.pretrain(tiny_config(), out, tracker=NullTracker(), data=tiny_data)
     return out / "checkpoint.pt"
-
-
-def run_command(cmd, cwd, env, check=True, timeout=1800):
-    """Run a subprocess; on failure show the tail of its output."""
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
-    return result
-
-
-def copy_project(dest: Path, env: dict, profile: str = "smoke") -> Path:
-    """A git repository holding the working tree (tracked and untracked, not ignored files)
-    with params.yaml set to `profile`: where DVC tests run without touching this checkout."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    run_command([sys.executable, "-m", "rotnet.cli", "params", "--profile", profile, "--out",
-                 "params.yaml"], dest, env)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
-        run_command(cmd, dest, env)
-    return dest

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from conftest import cli_env, run_rotnet
+from helpers import cli_env, run_rotnet
 from rotnet import cli
 from rotnet.models import NINClassifier
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_env, copy_project, run_command, run_rotnet, tiny_config
+from helpers import cli_env, copy_project, run_command, run_rotnet, tiny_config
 from rotnet import cli
 from rotnet.params import dump_params
 
@@ -182,7 +182,7 @@ CASES = ["weight_decay<0", "momentum=0+nesterov", "momentum<0", "log_every=0", "
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, finished, tmp_path, capsys,
                                                             monkeypatch):
-    from conftest import Store
+    from helpers import Store
 
     tmp, store_path, params, good = finished
     if case == "cuda without GPU (finished out)" and torch.cuda.is_available():
@@ -261,7 +261,7 @@ def test_a_checkpoint_holding_code_is_refused_unread(tmp_path):
 
 @pytest.mark.slow
 def test_a_stage_killed_inside_dvc_repro_resumes_from_its_checkpoint(tmp_path):
-    from conftest import BIN, Store
+    from helpers import BIN, Store
 
     store = Store(tmp_path / "mlflow.db")
     env = {**cli_env(store), "PATH": f"{BIN}:{os.environ['PATH']}", "ROTNET_HOME": str(tmp_path),

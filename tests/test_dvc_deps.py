@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, copy_project, run_command
+from helpers import ROOT, copy_project, run_command
 
 DVC = Path(sys.executable).parent / "dvc"
 PIPELINES = ("dvc.yaml", "ablation/dvc.yaml")

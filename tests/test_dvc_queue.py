@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, run_command as run
+from helpers import copy_project, run_command as run
 
 BIN = Path(sys.executable).parent
 MARKER = ("\nimport os as _os\nif _os.environ.get('ROTNET_IMPORT_LOG'):\n"

@@ -30,7 +30,7 @@ def assert_same_weights(a: dict, b: dict):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_data):
     """A deterministic 2-epoch tiny pretraining, seed 0."""
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     out = tmp_path_factory.mktemp("reference")
     calls = {"start": [], "epoch_end": [], "step": []}

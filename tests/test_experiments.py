@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROTNET, cli_env, run_rotnet
+from helpers import ROTNET, cli_env, run_rotnet
 from rotnet import checkpoint, experiments, figure5
 from rotnet.errors import RotnetError
 from rotnet.augment import normalize

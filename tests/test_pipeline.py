@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, run_command as run
+from helpers import copy_project, run_command as run
 from rotnet.stage_io import RUN_METRICS
 
 BIN = Path(sys.executable).parent

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import tiny_config
+from helpers import tiny_config
 from rotnet import experiments, figure5, protocol
 from rotnet.report import expected_fingerprint
 from rotnet.subsets import write_label_subset

@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 from rotnet import registry
 from rotnet.config import Config
 from rotnet.report import PAPER

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
