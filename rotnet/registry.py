@@ -43,6 +43,15 @@ PROBES: dict[str, tuple[str, int]] = {
        for b, r in DEPTH_VARIANTS for block in range(1, b + 1)},
     **{f"{variant_name(b, r)}-block2": (variant_name(b, r), 2) for b, r in ROTATION_VARIANTS},
 }
+# The table3 stages besides `supervised` (the block-2 non-linear probe is a probe stage):
+# method -> (probe head, fine-tuned). The random-conv ones probe a random backbone.
+TABLE3_PROBES: dict[str, tuple[str, bool]] = {
+    "conv": ("conv", False),
+    "nonlinear-finetuned": ("nonlinear", True),
+    "conv-finetuned": ("conv", True),
+    "random-conv": ("conv", False),
+    "random-conv-initial-bn": ("conv", False),
+}
 _VARIANT_PATTERN = re.compile(r"b(\d+)-r(.+)")
 
 

@@ -5,10 +5,10 @@ declares: the run folder, the metrics folder."""
 from pathlib import Path
 
 from rotnet import experiments
-from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
-                             write_run_metrics)
 from rotnet.progress import progress_hooks
 from rotnet.registry import variant_name
+from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
+                             write_run_metrics)
 
 
 def main(out, metrics):

@@ -2,9 +2,9 @@
 dvc.yaml passes the paths it declares: the run folder, the metrics file, the plot file."""
 
 from rotnet import experiments
+from rotnet.progress import progress_hooks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
                              write_history_csv, write_run_metrics)
-from rotnet.progress import progress_hooks
 
 
 def main(variant, out, metrics, plot):

@@ -5,9 +5,9 @@ file, the plot file."""
 from pathlib import Path
 
 from rotnet import experiments
+from rotnet.progress import progress_hooks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, write_history_csv,
                              write_run_metrics)
-from rotnet.progress import progress_hooks
 
 
 def main(variant, block, pretrain_dir, out, metrics, plot):

@@ -7,9 +7,9 @@ folder, the metrics folder."""
 from pathlib import Path
 
 from rotnet import experiments, figure5
+from rotnet.progress import progress_hooks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
-from rotnet.progress import progress_hooks
 
 
 def main(per_class, subsets_dir, pretrain_dir, out, metrics):

@@ -5,9 +5,9 @@ run folder, the metrics folder."""
 from pathlib import Path
 
 from rotnet import figure5
+from rotnet.progress import progress_hooks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
-from rotnet.progress import progress_hooks
 
 
 def main(pretrain_dir, out, metrics):

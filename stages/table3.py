@@ -9,17 +9,10 @@ from pathlib import Path
 
 from rotnet import experiments
 from rotnet.errors import RotnetError
+from rotnet.progress import progress_hooks
+from rotnet.registry import TABLE3_PROBES
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_history_csv, write_run_metrics)
-from rotnet.progress import progress_hooks
-
-METHODS = {  # method -> (probe head, fine-tune)
-    "conv": ("conv", False),
-    "nonlinear-finetuned": ("nonlinear", True),
-    "conv-finetuned": ("conv", True),
-    "random-conv": ("conv", False),
-    "random-conv-initial-bn": ("conv", False),
-}
 
 
 def main(method, pretrain_dir, out, metrics, plot):
@@ -34,10 +27,10 @@ def train(method, pretrain_dir, out_dir, hooks):
     tracker = stage_tracker(f"table3@{method}")
     if method == "supervised":
         return experiments.supervised(config, out_dir=out_dir, tracker=tracker, hooks=hooks)
-    if method not in METHODS:
+    if method not in TABLE3_PROBES:
         raise RotnetError(f"unknown Table 3 method {method!r}; choose supervised or "
-                          f"{', '.join(METHODS)}")
-    head, finetune = METHODS[method]
+                          f"{', '.join(TABLE3_PROBES)}")
+    head, finetune = TABLE3_PROBES[method]
     data = experiments.load_dataset(config)
     if method.startswith("random-conv"):
         backbone = experiments.random_backbone(config, data, calibrated=method == "random-conv")

@@ -39,6 +39,12 @@ def test_the_probe_stages_are_the_registry_probes():
     assert {k: (v["variant"], v["block"]) for k, v in probes.items()} == registry.PROBES
 
 
+def test_the_table3_matrix_is_the_registry_methods():
+    assert set(_stages()["table3"]["matrix"]["method"]) == {"supervised", *registry.TABLE3_PROBES}
+    # every Table 3 row with a paper number is a table3 method or the block-2 probe
+    assert set(PAPER["table3"]) <= {"supervised", "nonlinear", *registry.TABLE3_PROBES}
+
+
 def test_the_stages_on_the_baseline_read_the_registry_baseline():
     stages = _stages()
     for name in ("table3", "semisup", "snapshots"):
