@@ -26,7 +26,8 @@ from rotnet import figures, protocol, tracking
 from rotnet.checkpoint import atomic_write
 from rotnet.config import Config
 from rotnet.errors import RotnetError
-from rotnet.pipeline import with_variant
+from rotnet.pipeline import parse_variant, with_variant
+from rotnet.rotations import rotation_set
 
 UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -446,6 +447,59 @@ def runs_json(data: ReportData, ui: str) -> str:
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+# ---- figures ---------------------------------------------------------------------------
+
+# Figure 5b's right end: "5000 image examples is the extreme case of using the entire
+# CIFAR10 training dataset" (Gidaris et al., ICLR 2018, Sec. 3.1), so there the paper's
+# values are its Table 3 rows; the paper gives no other Figure 5b value in its text.
+PAPER_FULL_SET_PER_CLASS = 5000
+
+
+def series_values(data: ReportData, figure: str, series: str) -> list[tuple[float, list[float]]]:
+    """A figure series as (x, the accuracy of every run at x), sorted by x: one run per x
+    today, one per seed where a cell has replicates (the figures then draw mean ± sd)."""
+    by_x: dict[float, list[float]] = {}
+    for point in data.series(figure, series):
+        by_x.setdefault(point.x, []).append(point.value)
+    return sorted(by_x.items())
+
+
+def class_count(data: ReportData) -> int | None:
+    """How many classes the runs' data set has (for the chance line): a run's num_classes
+    tag, else how many per-class accuracies a run logged; None if no run says."""
+    runs = [p.run for p in data.points] + [c.run for c in data.cells if c.run]
+    for run in runs:
+        if run.tags.get("num_classes", "").isdigit():
+            return int(run.tags["num_classes"])
+    return next((len(run.per_class) for run in runs if run.per_class), None)
+
+
+def figure5a_png(data: ReportData, context: str) -> bytes:
+    """Figure 5a of `data`; the paper's fully pretrained values (Table 1's block 2, Table 3's
+    supervised NIN) are marked at the last snapshot, our fully pretrained one."""
+    rotation = series_values(data, "figure5a", "rotation prediction (snapshot)")
+    probe = series_values(data, "figure5a", "non-linear probe on block 2")
+    supervised = data.cell("table3", "Supervised NIN").run
+    last = max((x for x, _ in rotation + probe), default=None)
+    paper = [] if last is None else [
+        figures.Mark("paper: probe on block 2, fully pretrained", last,
+                     PAPER["table1"][ROTNET][1], "tab:blue"),
+        figures.Mark("paper: supervised NIN", last, PAPER["table3"]["supervised"], "tab:red")]
+    return figures.figure5a(rotation, probe, supervised.value if supervised else None, context,
+                            classes=class_count(data),
+                            rotations=len(rotation_set(parse_variant(ROTNET)[1])), paper=paper)
+
+
+def figure5b_png(data: ReportData, context: str) -> bytes:
+    k = PAPER_FULL_SET_PER_CLASS
+    paper = [figures.Mark(f"paper: RotNet + conv at {k}", k, PAPER["table3"]["conv"], "tab:blue"),
+             figures.Mark(f"paper: supervised NIN at {k}", k, PAPER["table3"]["supervised"],
+                          "tab:red")]
+    return figures.figure5b(series_values(data, "figure5b", "RotNet + conv (block 2)"),
+                            series_values(data, "figure5b", "supervised NIN"), context,
+                            classes=class_count(data), paper=paper)
+
+
 def write_if_changed(path: Path, content: bytes) -> bool:
     """Atomically replace `path` with `content` unless it already holds exactly that."""
     if path.is_file() and path.read_bytes() == content:
@@ -459,19 +513,12 @@ def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = Non
     into `out_dir`; returns all their paths (files whose bytes would not change are left
     untouched)."""
     ui = ui_base(ui_url)
-    supervised = data.cell("table3", "Supervised NIN").run
     context = f"({data.dataset}, {data.profile})"
-
-    def xy(figure: str, series: str) -> list[tuple[float, float]]:
-        return [(p.x, p.value) for p in data.series(figure, series)]
 
     files = {f"{t}.md": table_markdown(data, t, ui).encode() for t in ("table1", "table2", "table3")}
     files["table9.md"] = table9_markdown(data, ui).encode()
-    files["figure5a.png"] = figures.figure5a(
-        xy("figure5a", "rotation prediction (snapshot)"), xy("figure5a", "non-linear probe on block 2"),
-        supervised.value if supervised else None, context)
-    files["figure5b.png"] = figures.figure5b(xy("figure5b", "RotNet + conv (block 2)"),
-                                             xy("figure5b", "supervised NIN"), context)
+    files["figure5a.png"] = figure5a_png(data, context)
+    files["figure5b.png"] = figure5b_png(data, context)
     files["figures.md"] = figures_markdown(data, ui).encode()
     files["runs.json"] = runs_json(data, ui).encode()
     out = Path(out_dir)
