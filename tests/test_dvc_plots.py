@@ -1,0 +1,82 @@
+"""`dvc plots show`: the top-level charts in dvc.yaml read files that stages write, with
+columns those files have, through a template that exists; the offline page carries the
+vega libraries inline and no CDN script tags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from dvc_render.html import HTML
+from dvc_render.vega import VegaRenderer
+
+from conftest import ROOT
+from rotnet import offline_plots
+from rotnet.errors import RotnetError
+from rotnet.pipeline import HISTORY_COLUMNS
+
+ROTATION_SETS = ("b4-r2", "b4-r2-perp", "b4-r4", "b4-r8")
+
+
+def top_level_plots() -> dict[str, dict]:
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    return {name: spec for entry in doc["plots"] for name, spec in entry.items()}
+
+
+def stage_plot_files() -> set[str]:
+    """Every plot file a stage of dvc.yaml declares, as DVC resolves matrix and foreach."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {out.def_path for stage in repo.index.stages for out in stage.outs if out.plot}
+
+
+def test_top_level_plots_read_files_the_stages_write():
+    written = stage_plot_files()
+    charts = top_level_plots()
+    assert charts, "dvc.yaml has no top-level plots"
+    for name, spec in charts.items():
+        missing = set(spec["y"]) - written
+        assert not missing, f"plot {name!r} reads files no stage writes: {sorted(missing)}"
+
+
+def test_one_chart_per_comparison():
+    charts = {name: set(spec["y"]) for name, spec in top_level_plots().items()}
+    assert charts["rotation-sets-pretraining"] == {f"plots/pretrain/{v}.csv" for v in ROTATION_SETS}
+    assert charts["rotation-sets-probe"] == {f"plots/probe/{v}-block2.csv" for v in ROTATION_SETS}
+    assert charts["blocks"] == {f"plots/probe/b5-r4-block{b}.csv" for b in range(1, 6)}
+
+
+def test_plot_columns_and_template_exist():
+    for name, spec in top_level_plots().items():
+        assert spec["x"] in HISTORY_COLUMNS, name
+        assert set(spec["y"].values()) <= set(HISTORY_COLUMNS), name
+        template = json.loads((ROOT / ".dvc" / "plots" / f"{spec['template']}.json").read_text())
+        assert "<DVC_METRIC_DATA>" in json.dumps(template)
+        assert template["encoding"]["y"]["scale"]["domain"] == [0, 100]  # no noise blown up
+        assert template["encoding"]["color"]["field"] == "filename"  # one colour per variant
+
+
+def test_the_offline_page_drops_dvcs_cdn_scripts():
+    page = offline_plots.template_html("window.vegaEmbed = function () {};", "stamp")
+    rendered = HTML(page).with_scripts(VegaRenderer.SCRIPTS).with_element("<div id='p'></div>").embed()
+    assert "cdn.jsdelivr.net" in VegaRenderer.SCRIPTS  # what DVC would add
+    assert "<script src" not in rendered and "window.vegaEmbed = function" in rendered
+    assert "<div id='p'></div>" in rendered
+
+
+def test_a_bundle_that_would_close_the_script_tag_is_refused():
+    with pytest.raises(RotnetError, match="</script"):
+        offline_plots.template_html("var s = '</SCRIPT>';", "stamp")
+
+
+def test_offline_template_inlines_vega_from_the_installed_wheel(tmp_path):
+    vl_convert = pytest.importorskip("vl_convert")
+    path = offline_plots.offline_template(tmp_path / "t.html")
+    page = path.read_text(encoding="utf-8")
+    assert "{plot_divs}" in page and "<script src" not in page
+    assert "window.vegaEmbed=" in page.replace(" ", "")
+    assert vl_convert.__version__ in page
+    before = path.stat().st_mtime_ns
+    assert offline_plots.offline_template(path) == path and path.stat().st_mtime_ns == before
