@@ -5,13 +5,17 @@ vega libraries inline and no CDN script tags."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
 from dvc_render.html import HTML
 from dvc_render.vega import VegaRenderer
 
-from conftest import ROOT
+from conftest import ROOT, cli_env, copy_project, run_command
 from rotnet import offline_plots
 from rotnet.errors import RotnetError
 from rotnet.pipeline import HISTORY_COLUMNS
@@ -80,3 +84,34 @@ def test_offline_template_inlines_vega_from_the_installed_wheel(tmp_path):
     assert vl_convert.__version__ in page
     before = path.stat().st_mtime_ns
     assert offline_plots.offline_template(path) == path and path.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_make_plots_renders_in_a_browser_without_network(tmp_path):
+    """The offline page, opened in headless Chromium (no network here, as for the users it
+    is for), draws every top-level chart: vega puts an SVG, labelled with the template's
+    description, in each."""
+    pytest.importorskip("vl_convert")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("no chromium")
+    env = cli_env(PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    project = copy_project(tmp_path, env)
+    charts = top_level_plots()
+    for spec in charts.values():  # three epochs of made-up curves in every file they read
+        for name in spec["y"]:
+            rows = [",".join(HISTORY_COLUMNS)] + [f"{e},1.0,50.0,{40 + 10 * e},0.1,100.0"
+                                                  for e in (1, 2, 3)]
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            (project / name).write_text("\n".join(rows) + "\n")
+    run_command([sys.executable, "-m", "rotnet.offline_plots"], project, env, timeout=600)
+    page = project / "dvc_plots" / "index.html"
+    assert "cdn.jsdelivr.net" not in page.read_text(encoding="utf-8")
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=180).stdout
+    for name in charts:  # DVC titles each chart's div with its name
+        assert f'id="{name}"' in dom, name
+    template = json.loads((ROOT / ".dvc" / "plots" / "accuracy.json").read_text())
+    drawn = dom.count(f'aria-label="{template["description"]}"')
+    assert drawn == len(charts), f"vega drew {drawn} of the {len(charts)} charts"
