@@ -182,14 +182,16 @@ def draw_figure5a(rotation: list[tuple[float, Values]], probe: list[tuple[float,
                   classes: int | None = None, rotations: int | None = None,
                   paper: Sequence[Mark] = ()) -> Figure:
     """Paper Figure 5a: per pretraining snapshot, its rotation accuracy and the accuracy of a
-    non-linear probe on its block-`block` features; the supervised NIN as a flat line."""
+    non-linear probe on its block-`block` features; the supervised NIN as a flat line. The
+    rotation series has hollow, larger markers, so a probe point on the same spot shows."""
     levels = chance_levels(classes, rotations)
     if supervised is not None:
         levels.append(Level("supervised NIN", supervised, {"color": "tab:red"}))
     return accuracy_figure(
         f"Figure 5a: RotNet snapshots during pretraining {context}".strip(),
         "pretraining epoch of the snapshot",
-        [Line("rotation prediction (snapshot)", rotation, {"color": "tab:orange", "marker": "^"}),
+        [Line("rotation prediction (snapshot)", rotation,
+              {"color": "tab:orange", "marker": "^", "markersize": 9, "markerfacecolor": "none"}),
          Line(f"non-linear probe on block {block}", probe, {"color": "tab:blue"})],
         levels=levels, marks=paper, empty_note="no snapshot probe runs yet")
 

@@ -38,6 +38,7 @@ NOTE = ("Numbers: final-epoch top-1 test accuracy per image, in % (the authors' 
 TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Difference: ours − paper. " + MISSING +
               ": not run under this protocol (no finished run with the cell's fingerprint).")
 
+PAPER_DATASET = "cifar10"  # the data set of every number in PAPER
 # The paper's CIFAR-10 test accuracies (%): Tables 1-3 of Gidaris, Singh, Komodakis,
 # "Unsupervised Representation Learning by Predicting Image Rotations", ICLR 2018.
 PAPER = {
@@ -343,7 +344,7 @@ def _header(title: str, data: ReportData, runs: list[Run], fingerprints: list[st
              runtime_line(runs),
              f"- MLflow tracking URI: `{data.tracking_uri}`",
              f"- {note}"]
-    if data.dataset != "cifar10":
+    if data.dataset != PAPER_DATASET:
         lines.append("- The paper's numbers are for CIFAR-10: on this data set the "
                      "comparison is only indicative.")
     return lines + [""]
@@ -439,7 +440,8 @@ def runs_json(data: ReportData, ui: str) -> str:
               "paper": c.paper, "fingerprint": c.fingerprint, "diff": None if c.diff is None else round(c.diff, 6),
               **run_fields(c.run)} for c in data.cells]
     points = [{"figure": p.figure, "series": p.series, "x": p.x, "value": p.value,
-               "paper": None, "fingerprint": p.fingerprint, **run_fields(p.run)}
+               "paper": paper_point(p.figure, p.series, p.x), "fingerprint": p.fingerprint,
+               **run_fields(p.run)}
               for p in sorted(data.points, key=lambda p: (p.figure, p.series, p.x))]
     doc = {"profile": data.profile, "dataset": data.dataset, "tracking_uri": data.tracking_uri,
            "metric": "test_acc, final epoch, %", "cells": cells, "points": points,
@@ -453,6 +455,21 @@ def runs_json(data: ReportData, ui: str) -> str:
 # CIFAR10 training dataset" (Gidaris et al., ICLR 2018, Sec. 3.1), so there the paper's
 # values are its Table 3 rows; the paper gives no other Figure 5b value in its text.
 PAPER_FULL_SET_PER_CLASS = 5000
+PAPER_FIGURE5B = {"RotNet + conv (block 2)": PAPER["table3"]["conv"],
+                  "supervised NIN": PAPER["table3"]["supervised"]}  # at K = 5000
+
+
+def paper_marks_apply(data: ReportData) -> bool:
+    """The paper's values are CIFAR-10's: on another data set, marks (at K = 5000 per class,
+    which that set may not have) would stretch the axes for a comparison that says nothing."""
+    return data.dataset == PAPER_DATASET
+
+
+def paper_point(figure: str, series: str, x: float) -> float | None:
+    """The paper's value for a figure point, where its text gives one."""
+    if figure == "figure5b" and x == PAPER_FULL_SET_PER_CLASS:
+        return PAPER_FIGURE5B.get(series)
+    return None
 
 
 def series_values(data: ReportData, figure: str, series: str) -> list[tuple[float, list[float]]]:
@@ -481,7 +498,7 @@ def figure5a_png(data: ReportData, context: str) -> bytes:
     probe = series_values(data, "figure5a", "non-linear probe on block 2")
     supervised = data.cell("table3", "Supervised NIN").run
     last = max((x for x, _ in rotation + probe), default=None)
-    paper = [] if last is None else [
+    paper = [] if last is None or not paper_marks_apply(data) else [
         figures.Mark("paper: probe on block 2, fully pretrained", last,
                      PAPER["table1"][ROTNET][1], "tab:blue"),
         figures.Mark("paper: supervised NIN", last, PAPER["table3"]["supervised"], "tab:red")]
@@ -492,9 +509,10 @@ def figure5a_png(data: ReportData, context: str) -> bytes:
 
 def figure5b_png(data: ReportData, context: str) -> bytes:
     k = PAPER_FULL_SET_PER_CLASS
-    paper = [figures.Mark(f"paper: RotNet + conv at {k}", k, PAPER["table3"]["conv"], "tab:blue"),
-             figures.Mark(f"paper: supervised NIN at {k}", k, PAPER["table3"]["supervised"],
-                          "tab:red")]
+    colors = {"RotNet + conv (block 2)": "tab:blue", "supervised NIN": "tab:red"}
+    paper = [figures.Mark(f"paper: {series.removesuffix(' (block 2)')} at {k}", k, value,
+                          colors[series]) for series, value in PAPER_FIGURE5B.items()
+             if paper_marks_apply(data)]
     return figures.figure5b(series_values(data, "figure5b", "RotNet + conv (block 2)"),
                             series_values(data, "figure5b", "supervised NIN"), context,
                             classes=class_count(data), paper=paper)

@@ -3,6 +3,8 @@ integer epoch ticks, dashed chance lines, a fixed 0-100 % y-axis, the paper's va
 marks, series that stay distinguishable where they coincide, and a ± sd band exactly
 where a point has several runs (seeds)."""
 
+import json
+
 import matplotlib.collections
 import pytest
 
@@ -92,15 +94,18 @@ def test_paper_values_are_star_marks_above_the_curves():
 
 
 def test_identical_series_stay_distinguishable():
-    same = [(20, 10.0), (100, 10.0), (400, 10.0)]
-    ax = axes_of(figures.draw_figure5b(same, same))
-    (ours,) = lines_labelled(ax, "RotNet")
-    (supervised,) = lines_labelled(ax, "supervised")
-    assert list(ours.get_ydata()) == list(supervised.get_ydata())
-    assert ours.get_marker() != supervised.get_marker()
+    same = [(1, 10.0), (2, 10.0), (3, 10.0)]
+    ax_b = axes_of(figures.draw_figure5b(same, same))
+    ax_a = figure5a(rotation=same, probe=same)
+    for ax, over, under in ((ax_b, "supervised", "RotNet"), (ax_a, "rotation", "non-linear")):
+        (top,) = lines_labelled(ax, over)
+        (bottom,) = lines_labelled(ax, under)
+        assert list(top.get_ydata()) == list(bottom.get_ydata())
+        assert top.get_marker() != bottom.get_marker()
+        assert top.get_markerfacecolor() == "none"  # hollow: the point under it shows
+        assert top.get_markersize() > bottom.get_markersize()
+    (ours,), (supervised,) = lines_labelled(ax_b, "RotNet"), lines_labelled(ax_b, "supervised")
     assert ours.get_linestyle() != supervised.get_linestyle()
-    assert supervised.get_markerfacecolor() == "none"  # hollow: the point under it shows
-    assert supervised.get_markersize() > ours.get_markersize()
 
 
 def test_no_points_draws_a_note_without_lines():
@@ -115,10 +120,10 @@ def run(run_id: str, value: float, **tags) -> report.Run:
     return report.Run(run_id, "0", run_id, 1, {"fingerprint": "f", **tags}, value, None)
 
 
-def report_data(points: list[report.Point]) -> report.ReportData:
+def report_data(points: list[report.Point], dataset: str = "cifar10") -> report.ReportData:
     supervised = report.Cell("table3", "Supervised NIN", "accuracy", 92.80, "f",
                              run("sup", 80.0, num_classes="10"))
-    return report.ReportData("quick", "cifar10", "sqlite://", [supervised], points)
+    return report.ReportData("quick", dataset, "sqlite://", [supervised], points)
 
 
 @pytest.fixture
@@ -161,3 +166,22 @@ def test_class_count_comes_from_the_runs():
     no_tag = report.ReportData("quick", "cifar10", "", [], [report.Point(
         "figure5b", "s", 20, 1.0, report.Run("r", "0", "r", 1, {}, 1.0, None, (("a", 1.0),) * 3))])
     assert report.class_count(no_tag) == 3
+
+
+def test_the_paper_value_of_a_point_is_in_runs_json():
+    data = report_data([report.Point("figure5b", "supervised NIN", 5000, 91.0, run("t3", 91.0)),
+                        report.Point("figure5b", "supervised NIN", 20, 30.0, run("k20", 30.0))])
+    points = json.loads(report.runs_json(data, "http://ui"))["points"]
+    assert {p["x"]: p["paper"] for p in points} == {20: None, 5000: 92.80}
+
+
+def test_no_paper_marks_on_another_data_set(drawn):
+    data = report_data([report.Point("figure5a", "non-linear probe on block 2", 1, 20.0, run("s", 20.0)),
+                        report.Point("figure5b", "supervised NIN", 20, 30.0, run("k", 30.0))],
+                       dataset="generated")
+    report.figure5a_png(data, "")
+    report.figure5b_png(data, "")
+    for fig in drawn:
+        assert lines_labelled(axes_of(fig), "paper") == []
+        assert lines_labelled(axes_of(fig), "chance")  # chance still drawn
+    assert 5000 not in list(axes_of(drawn[1]).get_xticks())
