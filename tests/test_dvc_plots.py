@@ -64,7 +64,8 @@ def test_plot_columns_and_template_exist():
 
 def test_the_offline_page_drops_dvcs_cdn_scripts():
     page = offline_plots.template_html("window.vegaEmbed = function () {};", "stamp")
-    rendered = HTML(page).with_scripts(VegaRenderer.SCRIPTS).with_element("<div id='p'></div>").embed()
+    html = HTML(page).with_scripts(VegaRenderer.SCRIPTS)  # what DVC does for vega plots
+    rendered = html.with_element("<div id='p'></div>").embed()
     assert "cdn.jsdelivr.net" in VegaRenderer.SCRIPTS  # what DVC would add
     assert "<script src" not in rendered and "window.vegaEmbed = function" in rendered
     assert "<div id='p'></div>" in rendered

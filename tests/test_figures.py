@@ -88,7 +88,8 @@ def test_paper_values_are_star_marks_above_the_curves():
     ax = axes_of(figures.draw_figure5b([(20, 30.0), (100, 50.0)], [(20, 20.0), (100, 45.0)],
                                        paper=marks))
     paper = lines_labelled(ax, "paper")
-    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in paper] == [(5000, 91.16), (5000, 92.80)]
+    points = [(line.get_xdata()[0], line.get_ydata()[0]) for line in paper]
+    assert points == [(5000, 91.16), (5000, 92.80)]
     assert all(line.get_marker() == "*" and line.get_zorder() > 2 for line in paper)
     assert 5000 in list(ax.get_xticks())  # the paper's K is labelled on the log axis
 
@@ -176,9 +177,9 @@ def test_the_paper_value_of_a_point_is_in_runs_json():
 
 
 def test_no_paper_marks_on_another_data_set(drawn):
-    data = report_data([report.Point("figure5a", "non-linear probe on block 2", 1, 20.0, run("s", 20.0)),
-                        report.Point("figure5b", "supervised NIN", 20, 30.0, run("k", 30.0))],
-                       dataset="generated")
+    probe = report.Point("figure5a", "non-linear probe on block 2", 1, 20.0, run("s", 20.0))
+    supervised = report.Point("figure5b", "supervised NIN", 20, 30.0, run("k", 30.0))
+    data = report_data([probe, supervised], dataset="generated")
     report.figure5a_png(data, "")
     report.figure5b_png(data, "")
     for fig in drawn:
