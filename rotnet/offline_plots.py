@@ -6,7 +6,7 @@ DVC's `{scripts}` placeholder drops those CDN tags, and ours carries the three l
 inline, bundled by the `vl-convert-python` wheel (no download at run time). The template
 (~0.9 MB) is generated once under .dvc/tmp/ rather than committed.
 
-    python -m rotnet.offline_plots [dvc plots show options]    (or: make plots)
+    python -m rotnet.offline_plots [show|diff] [dvc plots options]    (or: make plots)
 """
 
 from __future__ import annotations
@@ -67,17 +67,21 @@ def offline_template(path: Path = TEMPLATE) -> Path:
     return path
 
 
+def dvc_command(template: Path, argv: list[str]) -> list[str]:
+    """`dvc plots show|diff` (show when argv names neither) with the offline template."""
+    action, rest = (argv[0], argv[1:]) if argv[:1] in (["show"], ["diff"]) else ("show", argv)
+    return [sys.executable, "-m", "dvc", "plots", action, "--html-template",
+            str(template.resolve()), *rest]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run `dvc plots show` with the offline template; extra arguments go to DVC."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run `dvc plots show` (or `diff`) with the offline template; other arguments go to DVC."""
     try:
         template = offline_template()
     except RotnetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    command = [sys.executable, "-m", "dvc", "plots", "show", "--html-template",
-               str(template.resolve()), *argv]
-    return subprocess.call(command)
+    return subprocess.call(dvc_command(template, sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,14 @@ def test_the_offline_page_drops_dvcs_cdn_scripts():
     assert "<div id='p'></div>" in rendered
 
 
+@pytest.mark.parametrize("argv, action, rest", [([], "show", []), (["--open"], "show", ["--open"]),
+                                               (["diff", "HEAD~1"], "diff", ["HEAD~1"])])
+def test_the_dvc_command_uses_the_offline_template(tmp_path, argv, action, rest):
+    command = offline_plots.dvc_command(tmp_path / "t.html", argv)
+    assert command[1:] == ["-m", "dvc", "plots", action, "--html-template",
+                           str(tmp_path / "t.html"), *rest]
+
+
 def test_a_bundle_that_would_close_the_script_tag_is_refused():
     with pytest.raises(RotnetError, match="</script"):
         offline_plots.template_html("var s = '</SCRIPT>';", "stamp")
