@@ -434,7 +434,7 @@ def tune(
 @app.command()
 def repro(
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Stages run side by side; on a CPU "
-                             "each gets cores/jobs threads."),
+                             "each gets cores/jobs threads (all where it runs alone)."),
     dvcfile: str = typer.Option("dvc.yaml", "--file", help="The pipeline file (in the current "
                                 "directory)."),
 ):
@@ -449,7 +449,7 @@ def repro(
     graph = parallel.stage_graph(dvcfile)
     console.print(f"{len(graph)} stages, up to {jobs} at a time, "
                   f"{parallel.stage_environment(jobs)['OMP_NUM_THREADS']} CPU thread(s) each")
-    failed = parallel.schedule(graph, jobs, parallel.dvc_stage_runner(jobs, dvcfile))
+    failed = parallel.schedule(graph, jobs, parallel.dvc_stage_runner(dvcfile))
     if failed:
         console.print(f"[red]failed:[/] {', '.join(failed)} (rerun to resume)")
         raise typer.Exit(1)

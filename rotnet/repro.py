@@ -8,9 +8,9 @@ finished, up to `jobs` at a time; DVC itself still decides whether a stage chang
 unchanged one is skipped) and records it in dvc.lock, each process waiting its turn for
 DVC's lock (`--wait-for-lock`) around its command.
 
-On a CPU the cores are shared out: each stage gets `cores // jobs` threads, so two
-single-thread stages overlap their start-up (imports, MLflow, data) with each other's
-training instead of leaving both cores idle through it. On a GPU, stages that each use a
+On a CPU the cores are shared out: each stage gets `cores // jobs` threads (all of them
+where it runs alone), so while one stage starts up (imports, MLflow, data: one core) the
+other trains, instead of a core idling through every start-up. On a GPU, stages that each use a
 fraction of the chip run side by side.
 """
 
@@ -35,9 +35,11 @@ def stage_graph(dvcfile: str = "dvc.yaml") -> dict[str, set[str]]:
                 for stage in inside}
 
 
-def schedule(graph: dict[str, set[str]], jobs: int, run: Callable[[str], int]) -> list[str]:
+def schedule(graph: dict[str, set[str]], jobs: int, run: Callable[[str, int], int]) -> list[str]:
     """Run every stage of `graph` once its dependencies succeeded, `jobs` at a time, in a
-    stable order (by name among the ready ones). Returns the stages that failed; after a
+    stable order (by name among the ready ones). `run(stage, width)` is told how many stages
+    will run side by side as it starts (at most `jobs`: fewer at the pipeline's narrow
+    points, so a lone stage can take every core). Returns the stages that failed; after a
     failure nothing new starts, and the running ones finish."""
     unknown = {dep for deps in graph.values() for dep in deps} - graph.keys()
     if unknown:
@@ -49,9 +51,10 @@ def schedule(graph: dict[str, set[str]], jobs: int, run: Callable[[str], int]) -
         while True:
             started = done | set(running.values()) | set(failed)
             ready = sorted(s for s in graph if s not in started and graph[s] <= done)
+            width = min(jobs, len(running) + len(ready))
             while ready and not failed and len(running) < jobs:
                 stage = ready.pop(0)
-                running[pool.submit(run, stage)] = stage
+                running[pool.submit(run, stage, width)] = stage
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -64,10 +67,11 @@ def schedule(graph: dict[str, set[str]], jobs: int, run: Callable[[str], int]) -
     return failed
 
 
-def stage_environment(jobs: int, cores: int | None = None) -> dict[str, str]:
-    """The environment of one stage process: its share of the CPU cores as threads."""
+def stage_environment(width: int, cores: int | None = None) -> dict[str, str]:
+    """The environment of one of `width` stage processes running side by side: its share
+    of the CPU cores as threads."""
     cores = cores or os.cpu_count() or 1
-    threads = str(max(1, cores // jobs))
+    threads = str(max(1, cores // width))
     return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
             "PYTHONUNBUFFERED": "1"}
 
@@ -75,12 +79,12 @@ def stage_environment(jobs: int, cores: int | None = None) -> dict[str, str]:
 _print_lock = threading.Lock()
 
 
-def dvc_stage_runner(jobs: int, dvcfile: str = "dvc.yaml") -> Callable[[str], int]:
+def dvc_stage_runner(dvcfile: str = "dvc.yaml") -> Callable[[str, int], int]:
     """A `run` for `schedule`: one stage through `dvc repro --single-item`, waiting while
     another process holds DVC's lock, its output prefixed with the stage name."""
-    env = stage_environment(jobs)
 
-    def run(stage: str) -> int:
+    def run(stage: str, width: int) -> int:
+        env = stage_environment(width)
         target = stage if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage}"
         command = ["dvc", "--wait-for-lock", "repro", "--single-item", target]
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE,

@@ -15,9 +15,10 @@ def recording_runner(fail=(), seconds=0.05):
     """A `run` that records start/end order and the largest number running at once."""
     log, lock, state = [], threading.Lock(), {"now": 0, "peak": 0}
 
-    def run(stage):
+    def run(stage, width):
         with lock:
             log.append(("start", stage))
+            state.setdefault("width", {})[stage] = width
             state["now"] += 1
             state["peak"] = max(state["peak"], state["now"])
         time.sleep(seconds)
@@ -40,6 +41,9 @@ def test_schedule_runs_each_stage_after_its_dependencies_within_jobs():
         start = log.index(("start", stage))
         assert all(log.index(("end", dep)) < start for dep in deps), stage
     assert state["peak"] == 2
+    # data and report run alone (all cores); a and b start two at a time
+    assert {s: state["width"][s] for s in ("data", "a", "b", "report")} == {
+        "data": 1, "a": 2, "b": 2, "report": 1}
 
 
 def test_schedule_one_job_is_sequential():
