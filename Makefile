@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install run test test-fast report ui
+.PHONY: install run test test-fast report ui plots
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test-fast: install
 
 report: install
 	$(BIN)/rotnet report
+
+# `dvc plots show` with the vega libraries inline (DVC's own page loads them from a CDN).
+plots: install
+	$(BIN)/python -m rotnet.offline_plots
 
 ui: install
 	$(BIN)/rotnet ui

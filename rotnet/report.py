@@ -26,6 +26,7 @@ from rotnet.errors import RotnetError
 from rotnet.registry import BASELINE, parse_variant, rotation_set_label
 from rotnet.stage_io import with_variant
 
+PAPER_DATASET = "cifar10"  # the data set of every number in PAPER
 # The paper's CIFAR-10 test accuracies (%): Tables 1-3 of Gidaris, Singh, Komodakis,
 # "Unsupervised Representation Learning by Predicting Image Rotations", ICLR 2018. Tables 1
 # and 2 are keyed by variant (`tests/test_registry.py` checks them against rotnet.registry).

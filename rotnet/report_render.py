@@ -12,9 +12,9 @@ from pathlib import Path
 from rotnet import figures, protocol, tracking
 from rotnet.checkpoint import atomic_write
 from rotnet.config import Config
-from rotnet.registry import BASELINE
-from rotnet.report import (PAPER, Cell, ReportData, Run, expected_fingerprint, finished_runs,
-                           latest)
+from rotnet.registry import BASELINE, BASELINE_ROTATIONS, ROTATION_SETS
+from rotnet.report import (PAPER, PAPER_DATASET, Cell, ReportData, Run, expected_fingerprint,
+                           finished_runs, latest)
 from rotnet.stage_io import with_variant
 
 UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
@@ -85,7 +85,7 @@ def _header(title: str, data: ReportData, runs: list[Run], fingerprints: list[st
              runtime_line(runs),
              f"- MLflow tracking URI: `{data.tracking_uri}`",
              f"- {note}"]
-    if data.dataset != "cifar10":
+    if data.dataset != PAPER_DATASET:
         lines.append("- The paper's numbers are for CIFAR-10: on this data set the "
                      "comparison is only indicative.")
     return lines + [""]
@@ -181,12 +181,82 @@ def runs_json(data: ReportData, ui: str) -> str:
               "paper": c.paper, "fingerprint": c.fingerprint, "diff": None if c.diff is None else round(c.diff, 6),
               **run_fields(c.run)} for c in data.cells]
     points = [{"figure": p.figure, "series": p.series, "x": p.x, "value": p.value,
-               "paper": None, "fingerprint": p.fingerprint, **run_fields(p.run)}
+               "paper": paper_point(p.figure, p.series, p.x), "fingerprint": p.fingerprint,
+               **run_fields(p.run)}
               for p in sorted(data.points, key=lambda p: (p.figure, p.series, p.x))]
     doc = {"profile": data.profile, "dataset": data.dataset, "tracking_uri": data.tracking_uri,
            "metric": "test_acc, final epoch, %", "cells": cells, "points": points,
            "prior_work": PAPER["prior_work"]}
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# ---- figures ---------------------------------------------------------------------------
+
+# Figure 5b's right end: "5000 image examples is the extreme case of using the entire
+# CIFAR10 training dataset" (Gidaris et al., ICLR 2018, Sec. 3.1), so there the paper's
+# values are its Table 3 rows; the paper gives no other Figure 5b value in its text.
+PAPER_FULL_SET_PER_CLASS = 5000
+PAPER_FIGURE5B = {"RotNet + conv (block 2)": PAPER["table3"]["conv"],
+                  "supervised NIN": PAPER["table3"]["supervised"]}  # at K = 5000
+
+
+def paper_marks_apply(data: ReportData) -> bool:
+    """The paper's values are CIFAR-10's: on another data set, marks (at K = 5000 per class,
+    which that set may not have) would stretch the axes for a comparison that says nothing."""
+    return data.dataset == PAPER_DATASET
+
+
+def paper_point(figure: str, series: str, x: float) -> float | None:
+    """The paper's value for a figure point, where its text gives one."""
+    if figure == "figure5b" and x == PAPER_FULL_SET_PER_CLASS:
+        return PAPER_FIGURE5B.get(series)
+    return None
+
+
+def series_values(data: ReportData, figure: str, series: str) -> list[tuple[float, list[float]]]:
+    """A figure series as (x, the accuracy of every run at x), sorted by x: one run per x
+    today, one per seed where a cell has replicates (the figures then draw mean ± sd)."""
+    by_x: dict[float, list[float]] = {}
+    for point in data.series(figure, series):
+        by_x.setdefault(point.x, []).append(point.value)
+    return sorted(by_x.items())
+
+
+def class_count(data: ReportData) -> int | None:
+    """How many classes the runs' data set has (for the chance line): a run's num_classes
+    tag, else how many per-class accuracies a run logged; None if no run says."""
+    runs = [p.run for p in data.points] + [c.run for c in data.cells if c.run]
+    for run in runs:
+        if run.tags.get("num_classes", "").isdigit():
+            return int(run.tags["num_classes"])
+    return next((len(run.per_class) for run in runs if run.per_class), None)
+
+
+def figure5a_png(data: ReportData, context: str) -> bytes:
+    """Figure 5a of `data`; the paper's fully pretrained values (Table 1's block 2, Table 3's
+    supervised NIN) are marked at the last snapshot, our fully pretrained one."""
+    rotation = series_values(data, "figure5a", "rotation prediction (snapshot)")
+    probe = series_values(data, "figure5a", "non-linear probe on block 2")
+    supervised = data.cell("table3", "Supervised NIN").run
+    last = max((x for x, _ in rotation + probe), default=None)
+    paper = [] if last is None or not paper_marks_apply(data) else [
+        figures.Mark("paper: probe on block 2, fully pretrained", last,
+                     PAPER["table1"][BASELINE][1], "tab:blue"),
+        figures.Mark("paper: supervised NIN", last, PAPER["table3"]["supervised"], "tab:red")]
+    return figures.figure5a(rotation, probe, supervised.value if supervised else None, context,
+                            classes=class_count(data),
+                            rotations=len(ROTATION_SETS[BASELINE_ROTATIONS]), paper=paper)
+
+
+def figure5b_png(data: ReportData, context: str) -> bytes:
+    k = PAPER_FULL_SET_PER_CLASS
+    colors = {"RotNet + conv (block 2)": "tab:blue", "supervised NIN": "tab:red"}
+    paper = [figures.Mark(f"paper: {series.removesuffix(' (block 2)')} at {k}", k, value,
+                          colors[series]) for series, value in PAPER_FIGURE5B.items()
+             if paper_marks_apply(data)]
+    return figures.figure5b(series_values(data, "figure5b", "RotNet + conv (block 2)"),
+                            series_values(data, "figure5b", "supervised NIN"), context,
+                            classes=class_count(data), paper=paper)
 
 
 def write_if_changed(path: Path, content: bytes) -> bool:
@@ -202,19 +272,12 @@ def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = Non
     into `out_dir`; returns all their paths (files whose bytes would not change are left
     untouched)."""
     ui = ui_base(ui_url)
-    supervised = data.cell("table3", "Supervised NIN").run
     context = f"({data.dataset}, {data.profile})"
-
-    def xy(figure: str, series: str) -> list[tuple[float, float]]:
-        return [(p.x, p.value) for p in data.series(figure, series)]
 
     files = {f"{t}.md": table_markdown(data, t, ui).encode() for t in ("table1", "table2", "table3")}
     files["table9.md"] = table9_markdown(data, ui).encode()
-    files["figure5a.png"] = figures.figure5a(
-        xy("figure5a", "rotation prediction (snapshot)"), xy("figure5a", "non-linear probe on block 2"),
-        supervised.value if supervised else None, context)
-    files["figure5b.png"] = figures.figure5b(xy("figure5b", "RotNet + conv (block 2)"),
-                                             xy("figure5b", "supervised NIN"), context)
+    files["figure5a.png"] = figure5a_png(data, context)
+    files["figure5b.png"] = figure5b_png(data, context)
     files["figures.md"] = figures_markdown(data, ui).encode()
     files["runs.json"] = runs_json(data, ui).encode()
     out = Path(out_dir)

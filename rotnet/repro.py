@@ -1,0 +1,97 @@
+"""`dvc repro` with independent stages run side by side (`rotnet repro --jobs N`).
+
+DVC runs a pipeline's stages one after another. Its documentation allows running
+independent branches as separate `dvc repro` processes, since each releases the repository
+lock while its stage's command runs. This module does that for a whole dvc.yaml: every
+stage runs as `dvc repro --single-item STAGE` once all the stages it depends on have
+finished, up to `jobs` at a time; DVC itself still decides whether a stage changed (an
+unchanged one is skipped) and records it in dvc.lock, each process waiting its turn for
+DVC's lock (`--wait-for-lock`) around its command.
+
+On a CPU the cores are shared out: each stage gets `cores // jobs` threads (all of them
+where it runs alone), so while one stage starts up (imports, MLflow, data: one core) the
+other trains, instead of a core idling through every start-up. On a GPU, stages that each use a
+fraction of the chip run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Callable
+
+def stage_graph(dvcfile: str = "dvc.yaml") -> dict[str, set[str]]:
+    """Each stage of `dvcfile` with the stages of the same file it depends on."""
+    from dvc.repo import Repo  # the library imports without DVC; only this command needs it
+
+    with Repo(".") as repo:
+        graph = repo.index.graph
+        inside = {stage for stage in graph.nodes if os.path.basename(stage.path) == dvcfile
+                  and os.path.dirname(os.path.abspath(stage.path)) == os.getcwd()}
+        # DVC's edges point from a stage to the stages whose outputs it depends on.
+        return {stage.addressing: {dep.addressing for dep in graph.successors(stage) if dep in inside}
+                for stage in inside}
+
+
+def schedule(graph: dict[str, set[str]], jobs: int, run: Callable[[str, int], int]) -> list[str]:
+    """Run every stage of `graph` once its dependencies succeeded, `jobs` at a time, in a
+    stable order (by name among the ready ones). `run(stage, width)` is told how many stages
+    will run side by side as it starts (at most `jobs`: fewer at the pipeline's narrow
+    points, so a lone stage can take every core). Returns the stages that failed; after a
+    failure nothing new starts, and the running ones finish."""
+    unknown = {dep for deps in graph.values() for dep in deps} - graph.keys()
+    if unknown:
+        raise ValueError(f"stages depend on stages not in the graph: {sorted(unknown)}")
+    done: set[str] = set()
+    failed: list[str] = []
+    running: dict[Future, str] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while True:
+            started = done | set(running.values()) | set(failed)
+            ready = sorted(s for s in graph if s not in started and graph[s] <= done)
+            width = min(jobs, len(running) + len(ready))
+            while ready and not failed and len(running) < jobs:
+                stage = ready.pop(0)
+                running[pool.submit(run, stage, width)] = stage
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stage = running.pop(future)
+                (done.add if future.result() == 0 else failed.append)(stage)
+    never = [s for s in graph if s not in done and s not in failed]
+    if never and not failed:  # only a cycle leaves stages unrun without a failure
+        raise ValueError(f"stages never became ready (a cycle?): {sorted(never)}")
+    return failed
+
+
+def stage_environment(width: int, cores: int | None = None) -> dict[str, str]:
+    """The environment of one of `width` stage processes running side by side: its share
+    of the CPU cores as threads."""
+    cores = cores or os.cpu_count() or 1
+    threads = str(max(1, cores // width))
+    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+            "PYTHONUNBUFFERED": "1"}
+
+
+_print_lock = threading.Lock()
+
+
+def dvc_stage_runner(dvcfile: str = "dvc.yaml") -> Callable[[str, int], int]:
+    """A `run` for `schedule`: one stage through `dvc repro --single-item`, waiting while
+    another process holds DVC's lock, its output prefixed with the stage name."""
+
+    def run(stage: str, width: int) -> int:
+        env = stage_environment(width)
+        target = stage if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage}"
+        command = ["dvc", "--wait-for-lock", "repro", "--single-item", target]
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) as proc:
+            for line in proc.stdout:
+                with _print_lock:
+                    print(f"[{stage}] {line}", end="", flush=True)
+        return proc.returncode
+
+    return run
