@@ -225,36 +225,43 @@ def report(
 
 @app.command()
 def ablate(
-    rotations: str = choice_option("4", "--rotations", ROTATION_SETS,
-                                   "Rotation set of the variant."),
-    blocks: int = choice_option(4, "--blocks", BLOCK_CHOICES, "NIN blocks of the variant."),
-    queue: bool = typer.Option(False, "--queue", help="Only queue the DVC experiment "
-                               "(run later with `dvc queue start`)."),
+    rotations: Optional[str] = choice_option(None, "--rotations", ROTATION_SETS, "Rotation set of "
+                                             "the variant (default: params.yaml's ablation.rotations)."),
+    blocks: Optional[int] = choice_option(None, "--blocks", BLOCK_CHOICES, "NIN blocks of the "
+                                          "variant (default: params.yaml's ablation.blocks)."),
+    queue: bool = typer.Option(False, "--queue", help="Only queue the DVC experiment of a variant "
+                               "outside the main pipeline (run later with `dvc queue start`)."),
 ):
-    """Run one variant (pretraining + a non-linear probe per block) as a DVC experiment,
-    then compare it with the 4-block, 4-rotation baseline in a table."""
+    """Run one variant (pretraining + a non-linear probe per block) through DVC, then compare its
+    downstream accuracy with the baseline RotNet's (the registry's) in a table, also written
+    to reports/ablation-<variant>.md. A variant of the main dvc.yaml is reproduced there
+    (`dvc repro`, up-to-date stages skipped); any other runs as a DVC experiment named after it.
+
+    Example: `rotnet ablate --rotations 8`"""
     import subprocess
 
-    from rotnet.config import Config
+    from rotnet import ablation
+    from rotnet.registry import BASELINE, parse_variant, variant_name
     from rotnet.stage_io import stage_config
-    from rotnet.registry import BASELINE, baseline_stages, parse_variant, variant_name
-    from rotnet.report_render import ablation_table
 
-    variant = variant_name(blocks, rotations)
-    parse_variant(variant)  # a variant that does not exist: exit 2 before DVC starts
-    if not Path("ablation/dvc.yaml").exists():
+    if not Path(ablation.ABLATION_PIPELINE).exists():
         raise RotnetError("run `rotnet ablate` from the project root (ablation/dvc.yaml not found)")
-    config: Config = stage_config()
-    command = ["dvc", "exp", "run", "-S", f"ablation.blocks={blocks}",
-               "-S", f"ablation.rotations='{rotations}'", "ablation/dvc.yaml", *baseline_stages()]
-    if queue:
-        command.insert(3, "--queue")
-    console.print("$ " + " ".join(command))
+    config = stage_config()
+    variant = variant_name(blocks or config.ablation.blocks, rotations or config.ablation.rotations)
+    blocks, rotations = parse_variant(variant)  # an unknown variant: exit 2 before DVC starts
+    if ablation.in_main_pipeline(variant):
+        command = ablation.repro_command(variant)
+    else:
+        command = ablation.experiment_command(blocks, rotations, ablation.experiment_name(variant),
+                                              queue)
+    console.print("$ " + " ".join(command), highlight=False, soft_wrap=True)
     if subprocess.run(command).returncode != 0:
-        raise RotnetError("the DVC experiment failed (see its output above)")
-    if queue:
+        raise RotnetError("the DVC run failed (see its output above)")
+    if queue and not ablation.in_main_pipeline(variant):
         return
-    Console().print(ablation_table(config, variant, BASELINE))
+    rows = ablation.comparison_rows(config, variant, BASELINE)
+    Console().print(ablation.rich_table(config, rows, variant, BASELINE))
+    console.print(f"wrote {ablation.write_markdown(config, rows, variant)}")
 
 
 @app.command("params")

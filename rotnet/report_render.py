@@ -11,11 +11,8 @@ from pathlib import Path
 
 from rotnet import figures, protocol, tracking
 from rotnet.checkpoint import atomic_write
-from rotnet.config import Config
 from rotnet.registry import BASELINE, BASELINE_ROTATIONS, ROTATION_SETS
-from rotnet.report import (PAPER, PAPER_DATASET, Cell, ReportData, Run, expected_fingerprint,
-                           finished_runs, latest)
-from rotnet.stage_io import with_variant
+from rotnet.report import PAPER, PAPER_DATASET, Cell, ReportData, Run
 
 UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -285,30 +282,3 @@ def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = Non
         write_if_changed(out / name, content)
     return [out / name for name in files]
 
-
-def ablation_table(config: Config, variant: str, baseline: str = BASELINE):
-    """A Rich table for `rotnet ablate`: the variant's rotation accuracy and its non-linear
-    probe accuracy per block, next to the baseline's, with the difference; only runs of the
-    protocol `config` states count (as in the report)."""
-    from rich.table import Table
-
-    runs = [r for r in finished_runs(config.profile, config.data.dataset) if "figure5" not in r.tags]
-    rows = [("rotation accuracy (pretext)", {"task": "pretrain"})]
-    blocks = with_variant(config, variant).pretrain.blocks
-    rows += [(f"non-linear probe, block {b}", {"method": "nonlinear", "block": str(b)})
-             for b in range(1, blocks + 1)]
-    table = Table(title=f"{variant} vs {baseline} ({config.data.dataset}, {config.profile}; "
-                        "final-epoch test accuracy, %)")
-    for name, justify in (("", "left"), (variant, "right"), (baseline, "right"),
-                          (f"{variant} − {baseline}", "right")):
-        table.add_column(name, justify=justify)
-
-    def run_of(name: str, want: dict) -> Run | None:
-        want = {**want, "variant": name}
-        return latest(runs, fingerprint=expected_fingerprint(config, want), **want)
-
-    for label, want in rows:
-        ours, base = run_of(variant, want), run_of(baseline, want)
-        diff = ours.value - base.value if ours and base else None
-        table.add_row(label, _num(ours and ours.value), _num(base and base.value), _num(diff, True))
-    return table

@@ -239,20 +239,6 @@ def test_rewriting_gives_identical_bytes_and_leaves_files_alone(store):
     assert {p.name: p.read_bytes() for p in fresh} == {k: v[0] for k, v in before.items()}
 
 
-def test_ablation_table_compares_with_the_baseline(store):
-    from rich.console import Console
-
-    console = Console(width=120, record=True)
-    console.print(report_render.ablation_table(CONFIG, "b4-r8"))
-    text = console.export_text()
-    assert "rotation accuracy" in text and "75.25" in text and "90.50" in text and "-15.25" in text
-    assert "block 1" in text and "83.50" in text and "84.00" in text and "-0.50" in text
-    assert "block 2" in text and "87.00" in text and "88.00" in text and "-1.00" in text
-    assert "98.50" not in text and "99.50" not in text  # newer, but another probe lr
-    block3 = next(line for line in text.splitlines() if "block 3" in line)
-    assert block3.count("—") == 3  # neither has a finished block-3 probe (b4-r4's FAILED)
-
-
 def test_empty_store_is_a_clear_error(store):
     message = str(store["empty_error"])
     assert "no finished runs for profile quick on data set cifar10 in sqlite:///" in message

@@ -1,0 +1,167 @@
+"""`rotnet ablate`: how one pretraining variant is reproduced through DVC, and the table that
+compares it with the baseline RotNet on the downstream task.
+
+A variant of the main pipeline (a `pretrain@<variant>` stage of dvc.yaml) is reproduced with
+`dvc repro` of its stages, which skips whatever is already up to date, so an ablation never
+retrains what the study already has. Only a variant outside the main DAG runs the stage of
+ablation/dvc.yaml, as a DVC experiment named after the variant.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from rotnet.config import Config
+from rotnet.registry import BASELINE, PROBES, ROTATION_SETS, VARIANTS, baseline_stages
+from rotnet.report import PAPER, Run, expected_fingerprint, finished_runs, latest
+from rotnet.stage_io import with_variant
+
+ABLATION_PIPELINE = "ablation/dvc.yaml"
+REPORTS = Path("reports")
+MISSING = "–"
+
+
+def in_main_pipeline(variant: str) -> bool:
+    return variant in VARIANTS
+
+
+def main_pipeline_stages(variant: str) -> list[str]:
+    """The main dvc.yaml stages of `variant` (its pretraining and probes), then the baseline's."""
+    own = [f"pretrain@{variant}"] + [f"probe@{key}" for key, (v, _) in PROBES.items() if v == variant]
+    return own + [stage for stage in baseline_stages() if stage not in own]
+
+
+def repro_command(variant: str) -> list[str]:
+    return ["dvc", "repro", *main_pipeline_stages(variant)]
+
+
+def experiment_command(blocks: int, rotations: str, name: str, queue: bool = False) -> list[str]:
+    """`dvc exp run` of ablation/dvc.yaml for a variant outside the main DAG, plus the
+    baseline's main-pipeline stages (up to date ones are skipped)."""
+    command = ["dvc", "exp", "run", "-n", name, "-S", f"ablation.blocks={blocks}",
+               "-S", f"ablation.rotations='{rotations}'", ABLATION_PIPELINE, *baseline_stages()]
+    return command[:3] + ["--queue"] + command[3:] if queue else command
+
+
+def existing_experiment_names() -> set[str]:
+    """The names of the DVC experiments in this repository (refs/exps/<base>/<name>)."""
+    out = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+                         capture_output=True, text=True)
+    return {ref.rsplit("/", 1)[-1] for ref in out.stdout.split()}
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base-2`, `base-3`, ... : DVC refuses a name an experiment already has."""
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def experiment_name(variant: str) -> str:
+    return unique_name(f"ablate-{variant}", existing_experiment_names())
+
+
+# ---- the comparison table -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    chance: float | None  # % a guess scores on this row's task
+    ours: Run | None
+    paper: float | None  # the paper's number for the variant (Tables 1-2), where it has one
+    base: Run | None
+    base_paper: float | None
+
+    @property
+    def difference(self) -> float | None:
+        return self.ours.value - self.base.value if self.ours and self.base else None
+
+
+def paper_value(variant: str, block: int) -> float | None:
+    """The paper's non-linear probe accuracy on `block` of `variant` (Table 1, else Table 2)."""
+    per_block = PAPER["table1"].get(variant)
+    if per_block and block <= len(per_block):
+        return per_block[block - 1]
+    return PAPER["table2"].get(variant) if block == 2 else None
+
+
+def comparison_rows(config: Config, variant: str, baseline: str = BASELINE) -> list[Row]:
+    """One row per block of `variant`: the object-classification accuracy of a non-linear
+    probe on it, the variant's and the baseline's (same task, same chance level); only runs
+    of the protocol `config` states count, as in the report."""
+    runs = [r for r in finished_runs(config.profile, config.data.dataset) if "figure5" not in r.tags]
+
+    def run_of(name: str, block: int) -> Run | None:
+        want = {"method": "nonlinear", "block": str(block), "variant": name}
+        return latest(runs, fingerprint=expected_fingerprint(config, want), **want)
+
+    rows = []
+    for block in range(1, with_variant(config, variant).pretrain.blocks + 1):
+        ours, base = run_of(variant, block), run_of(baseline, block)
+        known = ours or base  # a probe run logs one accuracy per class: chance is 1/classes
+        chance = 100 / len(known.per_class) if known and known.per_class else None
+        rows.append(Row(f"block {block}", chance, ours,
+                        paper_value(variant, block), base, paper_value(baseline, block)))
+    return rows
+
+
+HEADER = ("probe on", "chance", "{variant}", "paper", "{baseline}", "paper", "Δ", "runs")
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    return MISSING if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
+
+
+def _cells(row: Row) -> list[str]:
+    runs = " / ".join(r.run_id if r else MISSING for r in (row.ours, row.base))
+    return [row.label, _num(row.chance), _num(row.ours and row.ours.value), _num(row.paper),
+            _num(row.base and row.base.value), _num(row.base_paper), _num(row.difference, True), runs]
+
+
+def title(config: Config, variant: str, baseline: str) -> str:
+    rotations = with_variant(config, variant).pretrain.rotations
+    return (f"{variant} vs {baseline}: non-linear probe (object classification) test accuracy, "
+            f"%, final epoch ({config.data.dataset}, {config.profile}); pretext chance "
+            f"{100 / len(ROTATION_SETS[rotations]):.1f}% vs "
+            f"{100 / len(ROTATION_SETS[with_variant(config, baseline).pretrain.rotations]):.1f}%, "
+            "not compared")
+
+
+def header(variant: str, baseline: str) -> list[str]:
+    return [h.format(variant=variant, baseline=baseline) for h in HEADER]
+
+
+def rich_table(config: Config, rows: list[Row], variant: str, baseline: str = BASELINE):
+    from rich.table import Table
+
+    table = Table(title=title(config, variant, baseline))
+    for i, name in enumerate(header(variant, baseline)):
+        table.add_column(name, justify="left" if i in (0, 7) else "right")
+    for row in rows:
+        table.add_row(*_cells(row))
+    return table
+
+
+def markdown(config: Config, rows: list[Row], variant: str, baseline: str = BASELINE) -> str:
+    lines = [f"# {title(config, variant, baseline)}", "",
+             "Paper: Gidaris et al., ICLR 2018, Tables 1-2 (CIFAR-10); runs: MLflow run ids "
+             f"({variant} / {baseline}).", "",
+             "| " + " | ".join(header(variant, baseline)) + " |",
+             "|" + "|".join(["---"] + ["--:"] * 6 + ["---"]) + "|"]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(config: Config, rows: list[Row], variant: str, out_dir: Path = REPORTS) -> Path:
+    from rotnet.checkpoint import atomic_write_text
+
+    path = Path(out_dir) / f"ablation-{variant}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, markdown(config, rows, variant))
+    return path

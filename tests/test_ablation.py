@@ -1,0 +1,99 @@
+"""`rotnet ablate`: which DVC command it runs (a main-pipeline variant through `dvc repro`,
+reusing what is up to date; another as a named DVC experiment), its defaults (params.yaml's
+`ablation` section) and its table (downstream accuracy, chance, the paper, run ids)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from helpers import cli_env, run_rotnet
+from rotnet import ablation
+from test_report import CONFIG, log_run, probe_tags
+
+TEN_CLASSES = {f"class{i}": 50.0 for i in range(10)}
+
+
+@pytest.fixture
+def runs(tracking_store):
+    """Probe runs of b4-r8 and the baseline b4-r4 (quick profile, cifar10), and a pretraining."""
+    ids = {
+        "pretrain_b4r8": log_run({"task": "pretrain", "variant": "b4-r8", "blocks": 4,
+                                  "rotations": "8"}, [60.0, 75.25]),
+        "b4r8_b2": log_run(probe_tags("b4-r8", 2), [86.0, 87.0], per_class=TEN_CLASSES),
+        "b4r4_b2": log_run(probe_tags("b4-r4", 2), [85.0, 88.5], per_class=TEN_CLASSES),
+        "b4r4_b1": log_run(probe_tags("b4-r4", 1), [80.0, 84.0], per_class=TEN_CLASSES),
+    }
+    return tracking_store, ids
+
+
+def test_table_compares_downstream_accuracy_with_chance_paper_and_run_ids(runs, tmp_path):
+    _, ids = runs
+    rows = ablation.comparison_rows(CONFIG, "b4-r8")
+    path = ablation.write_markdown(CONFIG, rows, "b4-r8", tmp_path / "reports")
+    assert path == tmp_path / "reports" / "ablation-b4-r8.md"
+    text = path.read_text()
+    block2 = next(line for line in text.splitlines() if line.startswith("| block 2 "))
+    cells = [c.strip() for c in block2.strip("|").split("|")]
+    # probe on | chance | b4-r8 | paper | b4-r4 | paper | Δ | runs
+    assert cells[:7] == ["block 2", "10.00", "87.00", "88.51", "88.50", "89.06", "-1.50"]
+    assert ids["b4r8_b2"] in cells[7] and ids["b4r4_b2"] in cells[7]
+    block1 = next(line for line in text.splitlines() if line.startswith("| block 1 "))
+    assert "84.00" in block1 and "85.07" in block1 and ids["b4r4_b1"] in block1
+    assert "75.25" not in text  # the pretext accuracy (8-way) is not compared with a 4-way one
+    assert "pretext chance 12.5% vs 25.0%" in text
+
+
+def test_paper_values_come_from_tables_1_and_2():
+    assert ablation.paper_value("b4-r4", 3) == 86.21  # Table 1
+    assert ablation.paper_value("b4-r8", 2) == 88.51  # Table 2: block 2 only
+    assert ablation.paper_value("b4-r8", 1) is None
+    assert ablation.paper_value("b3-r8", 2) is None
+
+
+def test_experiment_names_are_unique():
+    assert ablation.unique_name("ablate-b3-r8", set()) == "ablate-b3-r8"
+    assert ablation.unique_name("ablate-b3-r8", {"ablate-b3-r8", "ablate-b3-r8-2"}) == "ablate-b3-r8-3"
+
+
+@pytest.fixture
+def project(tmp_path, runs):
+    """A directory with params.yaml (ablation: b4-r8), ablation/dvc.yaml and a fake `dvc` on
+    PATH that records its arguments and succeeds."""
+    store, ids = runs
+    root = tmp_path / "project"
+    (root / "ablation").mkdir(parents=True)
+    (root / "ablation" / "dvc.yaml").write_text("stages: {}\n")
+    params = {"profile": "quick", "data": {"dataset": "cifar10"},
+              "ablation": {"blocks": 4, "rotations": "8"}}
+    (root / "params.yaml").write_text(json.dumps(params))  # YAML is a superset of JSON
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dvc"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "dvc-calls"}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = cli_env(store, PATH=f"{bin_dir}:{cli_env()['PATH']}")
+    return root, env, tmp_path / "dvc-calls", ids
+
+
+def test_ablate_reuses_the_main_pipeline_with_the_params_defaults(project):
+    root, env, calls, ids = project
+    result = run_rotnet(["ablate"], root, env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    call = Path(calls).read_text().split()
+    assert call[:4] == ["repro", "pretrain@b4-r8", "probe@b4-r8-block2", "pretrain@b4-r4"]
+    assert "exp" not in call and "probe@b4-r4-block4" in call
+    written = (root / "reports" / "ablation-b4-r8.md").read_text()
+    assert ids["b4r8_b2"] in written and "88.51" in written
+
+
+def test_ablate_runs_a_variant_outside_the_main_pipeline_as_a_named_experiment(project):
+    root, env, calls, _ = project
+    result = run_rotnet(["ablate", "--blocks", "3", "--queue"], root, env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    call = Path(calls).read_text().split()
+    assert call[:5] == ["exp", "run", "--queue", "-n", "ablate-b3-r8"]  # rotations: params'
+    assert "ablation.blocks=3" in call and "ablation/dvc.yaml" in call
