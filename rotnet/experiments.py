@@ -109,6 +109,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             run_id = _open_run(tracker, out_dir, unique_run_name(run_name, tags),
                                flatten(protocol.run_params(config, optim, model)), tags, state,
                                runtime.world.is_main)
+            log_training_data(tracker, data, config, train_indices)
             history = fit(task, data, optim, runtime, out_dir=out_dir,
                           config=config.to_dict(), train_indices=train_indices,
                           snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
@@ -117,6 +118,8 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             per_class = _per_class_accuracy(task, data, runtime)
             metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, per_class,
                               runtime.world.is_main)
+            if task.name == "pretrain":  # the backbone every probe reads, once, when final
+                tracker.log_artifact(out_dir / "checkpoint.pt")
         except BaseException as err:
             tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
             raise
@@ -140,6 +143,16 @@ def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags
     if state:
         tracker.log_missing_epochs(state["history"])
     return run_id
+
+
+def log_training_data(tracker: Tracker, data: ImageData, config: Config,
+                      train_indices: torch.Tensor | None) -> None:
+    """The images a run trains on (a label subset's only), with MLflow's digest of them."""
+    images, labels, name = data.train_images, data.train_labels, data.name
+    if train_indices is not None:
+        images, labels, name = images[train_indices], labels[train_indices], f"{name}-subset"
+    source = str(Path(config.data.root).resolve())
+    tracker.log_dataset(name, images.numpy(), labels.numpy(), source=source, context="training")
 
 
 def _per_class_accuracy(task: Task, data: ImageData, runtime: Runtime) -> dict[str, float]:

@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rotnet.config import flatten as config_flatten
@@ -142,14 +144,35 @@ def _store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+STUDY_TAG = "rotnet.study"  # a parent run's key: the study its nested runs belong to
+PARENT_TAG = "mlflow.parentRunId"  # what nests a run under another in the MLflow UI
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parent run grouping related runs (an ablation, Figure 5a, Figure 5b). Found again by
+    `key` (tag `rotnet.study`), so a rerun or a resumed child joins the same parent."""
+
+    key: str
+    name: str
+    tags: dict = field(default_factory=dict)
+
+
 class Tracker:
     """One MLflow run: params, tags, per-epoch metrics, final status."""
 
-    def __init__(self, experiment: str = EXPERIMENT, tags: dict[str, str] | None = None):
+    def __init__(self, experiment: str = EXPERIMENT, tags: dict[str, str] | None = None,
+                 study: Study | None = None):
         self.experiment = experiment
         self.tags = dict(tags or {})  # added to every run this tracker starts (e.g. the DVC stage)
+        self.study = study  # the runs this tracker starts nest under the study's parent run
+        self.study_run_id: str | None = None
         self.run_id: str | None = None
         self._client = None
+
+    def nest_under(self, study: Study) -> "Tracker":
+        self.study = study
+        return self
 
     @property
     def client(self):
@@ -187,6 +210,8 @@ class Tracker:
               resume_run_id: str | None = None, parent_run_id: str | None = None) -> str:
         client = self.client
         tags = {**self.tags, **tags}
+        if self.study:  # opened here, after the run's input was checked: no empty parents
+            tags[PARENT_TAG] = self.study_run_id = self._open_study(self.study)
         if resume_run_id and self._exists(resume_run_id):
             self.run_id = resume_run_id
             client.update_run(resume_run_id, status="RUNNING")
@@ -196,7 +221,7 @@ class Tracker:
         commit = git_commit()
         all_tags = {"mlflow.runName": run_name, "git_commit": commit, **source_tags(commit), **tags}
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[PARENT_TAG] = parent_run_id
         run = client.create_run(self._experiment_id(), run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
         from mlflow.entities import Param
@@ -205,6 +230,23 @@ class Tracker:
         for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             client.log_batch(self.run_id, params=items[start:start + 100])
         return self.run_id
+
+    def _open_study(self, study: Study) -> str:
+        """The study's parent run, reopened (RUNNING) or created; under the store's lock, so
+        stages started side by side make one parent."""
+        client, experiment = self.client, self._experiment_id()
+        if not re.fullmatch(r"[\w.:+-]+", study.key):
+            raise RotnetError(f"invalid study key {study.key!r}")
+        with _store_lock(tracking_uri()):
+            found = client.search_runs([experiment], f"tags.`{STUDY_TAG}` = '{study.key}'",
+                                       max_results=1)
+            if found:
+                client.update_run(found[0].info.run_id, status="RUNNING")
+                return found[0].info.run_id
+            commit = git_commit()
+            tags = {"mlflow.runName": study.name, "git_commit": commit, **source_tags(commit),
+                    **self.tags, **{k: str(v) for k, v in study.tags.items()}, STUDY_TAG: study.key}
+            return client.create_run(experiment, run_name=study.name, tags=tags).info.run_id
 
     def connect(self) -> None:
         """Reach the store now: a bad one is refused before any output is written."""
@@ -252,9 +294,24 @@ class Tracker:
     def log_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def log_dataset(self, name: str, features, targets, source: str, context: str) -> None:
+        """The data set a run read (numpy arrays), with MLflow's digest of them, for the run
+        page's Datasets column and tab."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        with warnings.catch_warnings():  # MLflow 3.17 registers its local source class twice
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_numpy(features, targets=targets, source=source, name=name)
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+            dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id:
             self.client.set_terminated(self.run_id, status=status)
+        if self.study_run_id:  # the parent says how its latest child ended
+            self.client.set_terminated(self.study_run_id, status=status)
 
 
 class NullTracker(Tracker):
@@ -280,6 +337,9 @@ class NullTracker(Tracker):
         pass
 
     def log_artifact(self, path) -> None:
+        pass
+
+    def log_dataset(self, name, features, targets, source, context) -> None:
         pass
 
     def finish(self, status="FINISHED") -> None:

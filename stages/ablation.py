@@ -7,6 +7,7 @@ from pathlib import Path
 from rotnet import experiments
 from rotnet.progress import progress_hooks
 from rotnet.registry import variant_name
+from rotnet.tracking import Study
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
                              write_run_metrics)
 
@@ -15,7 +16,11 @@ def main(out, metrics):
     config = stage_config()
     variant = variant_name(config.ablation.blocks, config.ablation.rotations)
     config = with_variant(config, variant)
-    tracker = stage_tracker("ablation")
+    tracker = stage_tracker("ablation").nest_under(Study(
+        key=f"ablation:{variant}:{config.data.dataset}:{config.profile}:s{config.runtime.seed}",
+        name=f"ablate-{variant}-{config.profile}-s{config.runtime.seed}",
+        tags={"dataset": config.data.dataset, "profile": config.profile, "variant": variant,
+              "study_of": "ablation"}))
     results = {}
     with stage_outputs(out) as out_dir:
         out_dir = out_dir / variant
