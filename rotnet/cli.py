@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 
 from rotnet import __version__
-from rotnet.cli_options import RunOptions, checkpoint_file, choice_option, run_options
+from rotnet.cli_options import (PAPER, RunOptions, checkpoint_file, choice_option, from_profile,
+                                run_options)
 from rotnet.config import DATASETS, PROFILES
 from rotnet.errors import RotnetError
 from rotnet.protocol import RANDOM_VARIANTS
@@ -56,13 +57,18 @@ def version(_: bool = typer.Option(False, "--version", is_eager=True, callback=s
 @app.command()
 @run_options()
 def pretrain(
-    blocks: Optional[int] = choice_option(None, "--blocks", BLOCK_CHOICES, "NIN blocks."),
+    blocks: Optional[int] = choice_option(None, "--blocks", BLOCK_CHOICES, "NIN blocks; "
+                                          + from_profile(PAPER.pretrain.blocks) + "."),
     rotations: Optional[str] = choice_option(None, "--rotations", ROTATION_SETS,
-                                             f"Rotation set: {rotation_set_help()}."),
-    width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier (1.0 = paper)."),
+                                             f"Rotation set: {rotation_set_help()}; "
+                                             + from_profile(PAPER.pretrain.rotations) + "."),
+    width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier; "
+                                    + from_profile(PAPER.pretrain.width) + "."),
     *, options: RunOptions,
 ):
-    """Pretrain a RotNet: predict which rotation was applied to each image."""
+    """Pretrain a RotNet: predict which rotation was applied to each image.
+
+    Example: `rotnet pretrain --profile quick --rotations 8 --out outputs/b4-r8`"""
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
@@ -80,13 +86,15 @@ def probe(
                                       "randomly initialised backbone (BatchNorm statistics "
                                       "calibrated on training images), 'random-initial-bn' for "
                                       "one with BatchNorm as initialised.", callback=checkpoint_file),
-    block: int = typer.Option(2, "--block", help="Which block's output to classify (1-based)."),
+    block: int = typer.Option(2, "--block", help="Which block's output to classify (1-based; the paper's Table 3: 2)."),
     head: str = choice_option("nonlinear", "--head", HEADS, "nonlinear (3 FC layers) or "
                               "conv (a fresh NIN block + linear).", "--kind"),
     finetune: bool = typer.Option(False, "--finetune/--frozen", help="Train the backbone too."),
     *, options: RunOptions,
 ):
-    """Train a classifier on one block of a pretrained RotNet (frozen, or fine-tuned)."""
+    """Train a classifier on one block of a pretrained RotNet (frozen, or fine-tuned).
+
+    Example: `rotnet probe outputs/b4-r8/checkpoint.pt --block 2 --head conv`"""
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
@@ -118,7 +126,9 @@ def _checkpoint_profile(checkpoint: Path) -> Optional[str]:
 @app.command()
 @run_options()
 def supervised(*, options: RunOptions):
-    """Train the supervised NIN baseline (3 blocks) from scratch."""
+    """Train the supervised NIN baseline (3 blocks) from scratch.
+
+    Example: `rotnet supervised --profile quick --seed 1`"""
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
@@ -136,12 +146,16 @@ def semisup(
     checkpoint: Path = typer.Argument(..., help="A 4-block pretraining checkpoint.pt.",
                                       callback=checkpoint_file),
     per_class: Optional[list[int]] = typer.Option(None, "--per-class", help="Labelled images per "
-                                                  "class (repeatable; default: the profile's)."),
+                                                  "class (repeatable); " + from_profile(
+                                                      PAPER.semisup.per_class) + "."),
     subsets_dir: Optional[Path] = typer.Option(None, "--subsets", help="Where the label-subset "
                                                "index files are (written if missing)."),
     *, options: RunOptions,
 ):
-    """Semi-supervised sweep (Figure 5b): conv probe on RotNet vs supervised NIN per subset size."""
+    """Semi-supervised sweep (Figure 5b): conv probe on RotNet vs supervised NIN per subset size,
+    its runs nested under one MLflow parent run.
+
+    Example: `rotnet semisup outputs/b4-r4/checkpoint.pt --per-class 20 --per-class 100`"""
     from rotnet import experiments, figure5
     from rotnet.progress import progress_hooks
 
@@ -169,7 +183,10 @@ def snapshots(
                                         "snapshot-epochNNN.pt files."),
     *, options: RunOptions,
 ):
-    """Figure 5a: a non-linear probe on block 2 of every pretraining snapshot."""
+    """Figure 5a: a non-linear probe on block 2 of every pretraining snapshot, its runs nested
+    under one MLflow parent run.
+
+    Example: `rotnet snapshots runs/pretrain/b4-r4`"""
     from rotnet import figure5
     from rotnet.progress import progress_hooks
 
@@ -198,7 +215,9 @@ def report(
                                 "of the protocol."),
 ):
     """Write Tables 1-3 and Figure 5a/5b from the MLflow store only, each cell from a run of
-    the protocol the params state (its fingerprint), never another."""
+    the protocol the params state (its fingerprint), never another.
+
+    Example: `rotnet report --profile quick --strict`"""
     from rotnet.config import Config, merge
     from rotnet.params import nested, read_params, revision_params
     from rotnet.report import collect
@@ -270,8 +289,10 @@ def params_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Write here (e.g. params.yaml) "
                                        "instead of printing."),
 ):
-    """Print (or write) a complete params.yaml for a profile: `rotnet params --profile quick
-    --out params.yaml` switches the DVC pipeline to that profile."""
+    """Print (or write) a complete params.yaml for a profile; writing it switches the DVC
+    pipeline to that profile.
+
+    Example: `rotnet params --profile quick --out params.yaml`"""
     from rotnet.checkpoint import atomic_write_text
     from rotnet.config import Config
     from rotnet.params import dump_params
@@ -313,7 +334,9 @@ def tune(
     *, options: RunOptions,
 ):
     """Tune lr, weight decay and epochs (milestones at 50/75/90% of them) with Optuna, on a
-    validation split of the training set; prints the best trial and a `dvc exp run` line."""
+    validation split of the training set; prints the best trial and a `dvc exp run` line.
+
+    Example: `rotnet tune runs/pretrain/b4-r4/checkpoint.pt --trials 20`"""
     from rotnet import tune as tuning
 
     if target == "probe" and checkpoint is not None and not checkpoint.is_file():
@@ -370,7 +393,9 @@ def repro(
 
 @app.command()
 def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0.0.1", "--host")):
-    """Open the MLflow UI on the project's tracking store."""
+    """Open the MLflow UI on the project's tracking store (in its model-training view).
+
+    Example: `rotnet ui --port 5001`"""
     from rotnet import tracking
 
     uri = tracking.tracking_uri()

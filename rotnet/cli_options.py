@@ -17,8 +17,15 @@ from typing import Callable, Optional
 
 import typer
 
-from rotnet.config import DATASETS, PROFILES
+from rotnet.config import DATASETS, PROFILES, Config
 from rotnet.errors import RotnetError
+
+PAPER = Config.profile_defaults("paper")  # the values --help quotes as the paper profile's
+
+
+def from_profile(paper_value) -> str:
+    """How --help states a default the profile (or --params) sets."""
+    return f"default: from the profile (paper: {paper_value})"
 
 
 def one_of(option: str, choices) -> Callable:
@@ -56,14 +63,17 @@ SHARED = {
     "params": (Optional[Path], typer.Option(None, "--params", help="A params.yaml to start from "
                                             "(the DVC pipeline's).")),
     "profile": (Optional[str], choice_option(None, "--profile", PROFILES, PROFILE_HELP)),
-    "dataset": (Optional[str], choice_option(None, "--dataset", DATASETS, "The data set.")),
+    "dataset": (Optional[str], choice_option(None, "--dataset", DATASETS, "The data set; "
+                                                 + from_profile(PAPER.data.dataset) + ".")),
     "data_root": (Optional[str], typer.Option(None, "--data-root", help="Where the data set lives "
-                                              "/ is downloaded.")),
-    "epochs": (Optional[int], typer.Option(None, "--epochs", help="Training epochs (overrides the "
-                                           "profile).")),
+                                              "/ is downloaded; " + from_profile(PAPER.data.root) + ".")),
+    "epochs": (Optional[int], typer.Option(None, "--epochs", help="Training epochs; " + from_profile(
+                                           f"{PAPER.pretrain.optim.epochs}, supervised NIN "
+                                           f"{PAPER.supervised.optim.epochs}") + ".")),
     "seed": (Optional[int], typer.Option(None, "--seed", help="Random seed (model init, order, "
-                                         "augmentation).")),
-    "device": (Optional[str], typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N.")),
+                                         "augmentation); " + from_profile(PAPER.runtime.seed) + ".")),
+    "device": (Optional[str], typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N; "
+                                           + from_profile(PAPER.runtime.device) + ".")),
     "out": (Optional[Path], typer.Option(None, "--out", help="Output directory (checkpoint.pt, "
                                          "metrics.json). Rerunning into the same directory resumes.")),
     "sets": (Optional[list[str]], typer.Option(None, "--set", help="Override any config key, e.g. "

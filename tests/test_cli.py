@@ -58,6 +58,24 @@ def test_help_lists_the_commands(tmp_path):
         assert command in result.stdout
 
 
+@pytest.mark.parametrize("command", [c.name or c.callback.__name__.replace("_", "-")
+                                     for c in cli.app.registered_commands])
+def test_each_command_shows_one_example(command):
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and result.output.count("Example: `rotnet ") == 1
+
+
+def test_help_states_the_profile_defaults():
+    from typer.testing import CliRunner
+
+    text = CliRunner().invoke(cli.app, ["pretrain", "--help"], env={"COLUMNS": "200"}).output
+    for shown in ("default: from the profile (paper: 100, supervised NIN 200)",
+                  "default: from the profile (paper: cifar10)", "(paper: 4)"):
+        assert shown in " ".join(text.replace("│", " ").split()), shown
+
+
 def test_bad_input_through_the_installed_script(tmp_path):
     env = cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'unused.db'}")
     result = run_rotnet(["pretrain", "--profile", "smoke", "--blocks", "6", "--out", "out"],
