@@ -97,3 +97,23 @@ def test_ablate_runs_a_variant_outside_the_main_pipeline_as_a_named_experiment(p
     call = Path(calls).read_text().split()
     assert call[:5] == ["exp", "run", "--queue", "-n", "ablate-b3-r8"]  # rotations: params'
     assert "ablation.blocks=3" in call and "ablation/dvc.yaml" in call
+
+
+def test_the_ablation_stage_gives_dvc_nothing_to_restore_before_it_runs():
+    """A DVC-cached output of a stage that never ran in this checkout makes `dvc exp run`
+    warn "No file hash info found for … runs/ablation"; the ablation's outputs are uncached
+    (its checkpoint goes to MLflow's artifacts) and its run folder git-ignored, so an
+    experiment commits no checkpoint."""
+    import subprocess
+
+    import yaml
+
+    from helpers import ROOT
+
+    stage = yaml.safe_load((ROOT / "ablation" / "dvc.yaml").read_text())["stages"]["ablation"]
+    for out in stage["outs"]:
+        [(path, options)] = out.items()
+        assert options.get("cache") is False, path
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/ablation/b3-r8/checkpoint.pt"],
+                             cwd=ROOT)
+    assert ignored.returncode == 0
