@@ -91,24 +91,31 @@ def paper_value(variant: str, block: int) -> float | None:
     return PAPER["table2"].get(variant) if block == 2 else None
 
 
+def probed_blocks(config: Config, variant: str) -> list[int]:
+    """The blocks `rotnet ablate` probes: those dvc.yaml probes for a main-pipeline variant
+    (block 2 of a rotation variant, as in Table 2), else every block (ablation/dvc.yaml)."""
+    if in_main_pipeline(variant):
+        return sorted(block for v, block in PROBES.values() if v == variant)
+    return list(range(1, with_variant(config, variant).pretrain.blocks + 1))
+
+
 def comparison_rows(config: Config, variant: str, baseline: str = BASELINE) -> list[Row]:
-    """One row per block of `variant`: the object-classification accuracy of a non-linear
-    probe on it, the variant's and the baseline's (same task, same chance level); only runs
-    of the protocol `config` states count, as in the report."""
+    """One row per probed block of `variant`: the object-classification accuracy of a
+    non-linear probe on it, the variant's and the baseline's (same task, same chance level);
+    only runs of the protocol `config` states count, as in the report."""
     runs = [r for r in finished_runs(config.profile, config.data.dataset) if "figure5" not in r.tags]
 
     def run_of(name: str, block: int) -> Run | None:
         want = {"method": "nonlinear", "block": str(block), "variant": name}
         return latest(runs, fingerprint=expected_fingerprint(config, want), **want)
 
-    rows = []
-    for block in range(1, with_variant(config, variant).pretrain.blocks + 1):
-        ours, base = run_of(variant, block), run_of(baseline, block)
-        known = ours or base  # a probe run logs one accuracy per class: chance is 1/classes
-        chance = 100 / len(known.per_class) if known and known.per_class else None
-        rows.append(Row(f"block {block}", chance, ours,
-                        paper_value(variant, block), base, paper_value(baseline, block)))
-    return rows
+    pairs = {block: (run_of(variant, block), run_of(baseline, block))
+             for block in probed_blocks(config, variant)}
+    # A probe run logs one accuracy per class, and every row classifies the same classes.
+    classes = next((len(r.per_class) for pair in pairs.values() for r in pair if r and r.per_class), 0)
+    return [Row(f"block {block}", 100 / classes if classes else None, ours,
+                paper_value(variant, block), base, paper_value(baseline, block))
+            for block, (ours, base) in pairs.items()]
 
 
 HEADER = ("probe on", "chance", "{variant}", "paper", "{baseline}", "paper", "Δ", "runs")
@@ -118,8 +125,8 @@ def _num(value: float | None, signed: bool = False) -> str:
     return MISSING if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
 
 
-def _cells(row: Row) -> list[str]:
-    runs = " / ".join(r.run_id if r else MISSING for r in (row.ours, row.base))
+def _cells(row: Row, id_length: int = 32) -> list[str]:
+    runs = " / ".join(r.run_id[:id_length] if r else MISSING for r in (row.ours, row.base))
     return [row.label, _num(row.chance), _num(row.ours and row.ours.value), _num(row.paper),
             _num(row.base and row.base.value), _num(row.base_paper), _num(row.difference, True), runs]
 
@@ -144,7 +151,7 @@ def rich_table(config: Config, rows: list[Row], variant: str, baseline: str = BA
     for i, name in enumerate(header(variant, baseline)):
         table.add_column(name, justify="left" if i in (0, 7) else "right")
     for row in rows:
-        table.add_row(*_cells(row))
+        table.add_row(*_cells(row, id_length=8))  # the full ids are in the markdown file
     return table
 
 

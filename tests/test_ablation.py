@@ -41,8 +41,7 @@ def test_table_compares_downstream_accuracy_with_chance_paper_and_run_ids(runs, 
     # probe on | chance | b4-r8 | paper | b4-r4 | paper | Δ | runs
     assert cells[:7] == ["block 2", "10.00", "87.00", "88.51", "88.50", "89.06", "-1.50"]
     assert ids["b4r8_b2"] in cells[7] and ids["b4r4_b2"] in cells[7]
-    block1 = next(line for line in text.splitlines() if line.startswith("| block 1 "))
-    assert "84.00" in block1 and "85.07" in block1 and ids["b4r4_b1"] in block1
+    assert "| block 1 " not in text  # the main pipeline probes b4-r8 on block 2 only
     assert "75.25" not in text  # the pretext accuracy (8-way) is not compared with a 4-way one
     assert "pretext chance 12.5% vs 25.0%" in text
 
@@ -117,3 +116,15 @@ def test_the_ablation_stage_gives_dvc_nothing_to_restore_before_it_runs():
     ignored = subprocess.run(["git", "check-ignore", "-q", "runs/ablation/b3-r8/checkpoint.pt"],
                              cwd=ROOT)
     assert ignored.returncode == 0
+
+
+def test_a_main_pipeline_rotation_variant_is_compared_on_the_blocks_dvc_yaml_probes(runs):
+    assert ablation.probed_blocks(CONFIG, "b4-r8") == [2]  # Table 2: block 2
+    assert ablation.probed_blocks(CONFIG, "b4-r4") == [1, 2, 3, 4]
+    assert ablation.probed_blocks(CONFIG, "b3-r8") == [1, 2, 3]  # ablation/dvc.yaml: all
+    [row] = ablation.comparison_rows(CONFIG, "b4-r8")
+    assert row.label == "block 2" and row.chance == 10.0
+    rows = ablation.comparison_rows(CONFIG, "b3-r8")  # outside dvc.yaml: every block
+    assert [r.label for r in rows] == ["block 1", "block 2", "block 3"]
+    assert rows[0].base.run_id == runs[1]["b4r4_b1"] and rows[0].ours is None
+    assert rows[2].chance == 10.0 and rows[2].base is None  # no run there: chance all the same
