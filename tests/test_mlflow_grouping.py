@@ -56,3 +56,13 @@ def test_pretraining_logs_its_final_checkpoint_and_data_set(tracking_store, tmp_
     assert [a.path for a in client.list_artifacts(result.run_id)] == ["checkpoint.pt"]
     [dataset_input] = tracking_store.run(result.run_id).inputs.dataset_inputs
     assert dataset_input.dataset.name == tiny_data.name and len(dataset_input.dataset.digest) >= 8
+
+
+def test_a_figure_has_one_parent_per_backbone_protocol_and_seed(tiny_pretrained):
+    config, backbone = tiny_config(), experiments.load_backbone(tiny_pretrained)
+    backbone.lineage["pretrain_run_id"] = "abcdef123456"
+    a, b = (figure5.figure_study(f, config, backbone) for f in ("figure5a", "figure5b"))
+    assert a.key != b.key and a.key.endswith(":b4-r4:abcdef123456")
+    assert b.name == "figure5b-generated-smoke-s0-b4-r4-abcdef"
+    other_seed = tiny_config({"runtime": {"seed": 1}})
+    assert figure5.figure_study("figure5b", other_seed, backbone).key != b.key
