@@ -7,9 +7,9 @@ from pathlib import Path
 from rotnet import experiments
 from rotnet.progress import progress_hooks
 from rotnet.registry import variant_name
-from rotnet.tracking import Study
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
                              write_run_metrics)
+from rotnet.tracking import Study
 
 
 def main(out, metrics):
