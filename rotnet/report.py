@@ -131,7 +131,8 @@ class ReportData:
     points: list[Point]
 
     def not_run(self) -> list[Cell]:
-        return [c for c in self.cells if c.run is None]
+        """Cells that miss a run for any of their seeds (`rotnet report --strict`)."""
+        return [c for c in self.cells if any(r.run is None for r in c.replicates)]
 
     def table(self, name: str) -> list[Cell]:
         return [c for c in self.cells if c.table == name]

@@ -71,6 +71,15 @@ def test_runs_of_another_protocol_never_join_a_cell(reported):
     assert other not in cell.fingerprints and 99.0 not in [r.value for r in cell.runs]
 
 
+def test_a_cell_missing_one_seed_counts_as_not_run(reported):
+    data = reported["data"]
+    b2 = data.cell("table1", "RotNet 4 blocks", "B2")
+    assert b2 not in data.not_run()  # both seeds ran
+    missing_s1 = report.Cell(b2.table, b2.row, b2.column, b2.paper,
+                             (b2.replicates[0], report.Replicate(1, "f", None)))
+    assert report.ReportData("quick", "cifar10", "", [missing_s1], []).not_run() == [missing_s1]
+
+
 def test_tables_print_mean_sd_n_and_the_test_set_se(reported):
     table1 = (reported["out"] / "table1.md").read_text()
     assert "87.00 ± 1.41 (n=2) · SE 1.2 / 89.06 (-2.06) s0 [" in table1
