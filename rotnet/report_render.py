@@ -302,9 +302,9 @@ def write_if_changed(path: Path, content: bytes) -> bool:
 
 
 def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = None) -> list[Path]:
-    """Write tables 1-3 and 9, figures 5a/5b, figures.md, runs.json and claims.md of `data` (see `collect`)
-    into `out_dir`; returns all their paths (files whose bytes would not change are left
-    untouched)."""
+    """Write tables 1-3 and 9, figures 5a/5b, figures.md, runs.json and claims.md of `data`
+    (see `collect`) into `out_dir`; returns all their paths (files whose bytes would not
+    change are left untouched)."""
     ui = ui_base(ui_url)
     context = f"({data.dataset}, {data.profile})"
 
