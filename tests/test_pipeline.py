@@ -33,7 +33,7 @@ def test_smoke_pipeline_end_to_end(project):
     dest, env = project
     repro = run(["dvc", "repro"], dest, env)
     # Each stage reports its progress (off a terminal: a line per epoch).
-    assert "pretrain@b4-r4 epoch 1/" in repro.stdout + repro.stderr
+    assert "pretrain@b4-r4-0 epoch 1/" in repro.stdout + repro.stderr
 
     reports = dest / "reports"
     for name in ("table1.md", "table2.md", "table3.md", "table9.md", "figure5a.png", "figure5b.png"):
