@@ -27,10 +27,11 @@ def in_main_pipeline(variant: str) -> bool:
     return variant in VARIANTS
 
 
-def main_pipeline_stages(variant: str) -> list[str]:
-    """The main dvc.yaml stages of `variant` (its pretraining and probes), then the baseline's."""
-    own = [f"pretrain@{variant}"] + [f"probe@{key}" for key, (v, _) in PROBES.items() if v == variant]
-    return own + [stage for stage in baseline_stages() if stage not in own]
+def main_pipeline_stages(variant: str, seed: int = 0) -> list[str]:
+    """The main dvc.yaml stages of `variant` for `seed` (its pretraining and its probe stage,
+    which probes every block the registry lists), then the baseline's."""
+    own = [f"pretrain@{variant}-{seed}", f"probe@{variant}-{seed}"]
+    return own + [stage for stage in baseline_stages(seed) if stage not in own]
 
 
 def repro_command(variant: str) -> list[str]:

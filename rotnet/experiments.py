@@ -96,6 +96,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
         tags = {k: str(v) for k, v in {"task": task.name, "dataset": config.data.dataset,
                                        "profile": config.profile, "seed": config.runtime.seed,
                                        "fingerprint": protocol.fingerprint(config, optim, model),
+                                       "test_images": len(data.test_labels),  # its standard error's n
                                        **{f"resolved.{k}": v for k, v in resolved.items()},
                                        **tags}.items()}
         user_hooks = hooks or Hooks()

@@ -54,6 +54,8 @@ def nested(dotted: dict) -> dict:
 SECTION_NOTES = {
     "profile": "paper | paper-authors | quick | smoke: which defaults the values below were "
                "written from",
+    "seeds": "the DVC pipeline runs each training stage once per seed (stage names and paths "
+             "end in -s<seed>)",
     "data": "data stage: which data set (generated | cifar10 | fashion-mnist | imagefolder)",
     "runtime": "every training stage: device, precision, determinism, seed",
     "pretrain": "pretrain@<variant>: RotNet pretraining (dvc.yaml sets blocks/rotations per variant)",

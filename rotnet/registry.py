@@ -65,9 +65,15 @@ def parse_variant(name: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-def baseline_stages() -> list[str]:
-    """The DVC stages of the baseline RotNet an ablation is compared with."""
-    return [f"pretrain@{BASELINE}"] + [f"probe@{key}" for key, (v, _) in PROBES.items() if v == BASELINE]
+def probe_blocks(variant: str) -> list[int]:
+    """The blocks the `probe@<variant>-<seed>` stage probes (one MLflow run each)."""
+    return [block for v, block in PROBES.values() if v == variant]
+
+
+def baseline_stages(seed: int = 0) -> list[str]:
+    """The DVC stages of the baseline RotNet an ablation is compared with (dvc.yaml names
+    a matrix stage by its values joined with "-": variant, then seed)."""
+    return [f"pretrain@{BASELINE}-{seed}", f"probe@{BASELINE}-{seed}"]
 
 
 def rotation_set_label(name: str) -> str:

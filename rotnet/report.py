@@ -4,10 +4,12 @@ Markdown, PNG and `runs.json` under `reports/` is `rotnet.report_render`'s.
 
 Which run fills which cell: its tags name the cell (see `table_specs`), and its protocol
 fingerprint (`rotnet.protocol`) must equal the one the reported params imply for that cell,
-so a run of another protocol (another lr, fewer epochs, another seed) never fills it. Per
-cell, the most recent such FINISHED run wins (start time, then run id, so ties are
-deterministic); a cell with none shows "—" (not run), so a half-finished pipeline still
-reports. Runs with a `figure5` tag
+so a run of another protocol (another lr, fewer epochs) never fills it. A cell has one
+replicate per seed of params' `seeds`: the fingerprint differs only in the seed (the params
+with runtime.seed = that seed), so a cell holds the same protocol's runs, one per seed, and
+states their mean ± sd (`rotnet.spread`). Per replicate, the most recent such FINISHED run
+wins (start time, then run id, so ties are deterministic); a cell with none shows "—" (not
+run), so a half-finished pipeline still reports. Runs with a `figure5` tag
 (semi-supervised subsets, snapshot probes) never fill a table cell: they were trained on
 less data or on an unfinished backbone. Every file is a pure function of the runs, written
 atomically and only when its bytes change, so rerunning without new runs changes nothing.
@@ -23,8 +25,9 @@ from dataclasses import dataclass
 from rotnet import protocol, tracking
 from rotnet.config import Config
 from rotnet.errors import RotnetError
+from rotnet.spread import Spread, spread_of
 from rotnet.registry import BASELINE, parse_variant, rotation_set_label
-from rotnet.stage_io import with_variant
+from rotnet.stage_io import with_seed, with_variant
 
 PAPER_DATASET = "cifar10"  # the data set of every number in PAPER
 # The paper's CIFAR-10 test accuracies (%): Tables 1-3 of Gidaris, Singh, Komodakis,
@@ -58,17 +61,52 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Replicate:
+    seed: int
+    fingerprint: str  # what params.yaml implies for this cell with this seed; `run` carries it
+    run: Run | None
+
+
+@dataclass(frozen=True)
 class Cell:
     table: str
     row: str
     column: str
     paper: float | None
-    fingerprint: str  # what params.yaml implies for this cell; `run` carries the same
-    run: Run | None
+    replicates: tuple[Replicate, ...]  # one per seed of params' `seeds`, in that order
+
+    @property
+    def runs(self) -> list[Run]:
+        return [r.run for r in self.replicates if r.run is not None]
+
+    @property
+    def run(self) -> Run | None:
+        """The first seed's run that exists (what a single link points to)."""
+        return next(iter(self.runs), None)
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return [r.fingerprint for r in self.replicates]
+
+    @property
+    def spread(self) -> Spread | None:
+        return spread_of([r.value for r in self.runs], scored_images(self.runs))
+
+    @property
+    def value(self) -> float | None:
+        """The mean over the seeds' runs."""
+        return None if self.spread is None else self.spread.mean
 
     @property
     def diff(self) -> float | None:
-        return None if self.run is None or self.paper is None else self.run.value - self.paper
+        return None if self.value is None or self.paper is None else self.value - self.paper
+
+
+def scored_images(runs: list[Run]) -> int | None:
+    """How many test images the runs were scored on (their `test_images` tag; the fewest
+    where they differ); None where no run recorded it."""
+    counts = [int(r.tags["test_images"]) for r in runs if r.tags.get("test_images", "").isdigit()]
+    return min(counts, default=None)
 
 
 @dataclass(frozen=True)
@@ -93,7 +131,8 @@ class ReportData:
     points: list[Point]
 
     def not_run(self) -> list[Cell]:
-        return [c for c in self.cells if c.run is None]
+        """Cells that miss a run for any of their seeds (`rotnet report --strict`)."""
+        return [c for c in self.cells if any(r.run is None for r in c.replicates)]
 
     def table(self, name: str) -> list[Cell]:
         return [c for c in self.cells if c.table == name]
@@ -225,15 +264,19 @@ def collect(config: Config) -> ReportData:
     runs = finished_runs(config.profile, config.data.dataset)
     cells = []
     for table, row, column, paper, want in table_specs():
-        fingerprint = expected_fingerprint(config, want)
-        cells.append(Cell(table, row, column, paper, fingerprint,
-                          latest(runs, figure5=None, fingerprint=fingerprint, **want)))
-    return ReportData(config.profile, config.data.dataset, tracking.tracking_uri(), cells,
-                      figure_points(config, runs))
+        replicates = []
+        for seed in config.seeds:
+            fingerprint = expected_fingerprint(with_seed(config, seed), want)
+            replicates.append(Replicate(seed, fingerprint, latest(
+                runs, figure5=None, fingerprint=fingerprint, **want)))
+        cells.append(Cell(table, row, column, paper, tuple(replicates)))
+    points = [p for seed in config.seeds for p in figure_points(with_seed(config, seed), runs)]
+    return ReportData(config.profile, config.data.dataset, tracking.tracking_uri(), cells, points)
 
 
 def figure_points(config: Config, runs: list[Run]) -> list[Point]:
-    """Figure 5a (snapshot probes) and 5b (semi-supervised) points of the protocol `config`."""
+    """Figure 5a (snapshot probes) and 5b (semi-supervised) points of the protocol `config`
+    (its runtime.seed's runs: `collect` calls it once per seed)."""
     points = []
     probe_on_snapshot = {"method": "nonlinear", "block": str(config.snapshots.block), "variant": BASELINE}
     snaps = latest_by(runs, "snapshot_epoch", lambda epoch: expected_fingerprint(

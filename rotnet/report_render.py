@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from rotnet import figures, protocol, tracking
+from rotnet import claims, figures, protocol, tracking
 from rotnet.checkpoint import atomic_write
 from rotnet.registry import BASELINE, BASELINE_ROTATIONS, ROTATION_SETS
 from rotnet.report import PAPER, PAPER_DATASET, Cell, ReportData, Run
@@ -19,7 +19,9 @@ DEFAULT_UI = "http://127.0.0.1:5000"
 MISSING = "—"
 NOTE = ("Numbers: final-epoch top-1 test accuracy per image, in % (the authors' code kept "
         "the best test epoch instead; ours is in runs.json as best_value).")
-TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Difference: ours − paper. " + MISSING +
+TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Ours: mean ± standard deviation over the "
+              "seeds' runs (n runs; ± 0.00 where n=1) · SE: the test-set standard error "
+              "√(p(1−p)/n_test) at the mean, in points. Difference: our mean − paper. " + MISSING +
               ": not run under this protocol (no finished run with the cell's fingerprint).")
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -50,6 +52,19 @@ def _num(value: float | None, signed: bool = False) -> str:
 
 def _link(run: Run | None, ui: str) -> str:
     return MISSING if run is None else f"[{run.run_id[:8]}]({run_url(run, ui)})"
+
+
+def _links(cell: Cell, ui: str) -> str:
+    """Every seed's run of `cell`, as "s0 [ab12cd34](url), s1 —"."""
+    return ", ".join(f"s{r.seed} {_link(r.run, ui)}" for r in cell.replicates)
+
+
+def _ours(cell: Cell) -> str:
+    return MISSING if cell.spread is None else cell.spread.text()
+
+
+def _fingerprints(cells: list[Cell]) -> list[str]:
+    return [f for c in cells for f in c.fingerprints]
 
 
 def runtime_line(runs: list[Run]) -> str:
@@ -93,25 +108,26 @@ def _grid_text(cell: Cell | None, ui: str) -> str:
         return ""
     if cell.run is None:
         return f"{MISSING} / {_num(cell.paper)}"
-    return f"{cell.run.value:.2f} / {_num(cell.paper)} ({_num(cell.diff, True)}) {_link(cell.run, ui)}"
+    return f"{_ours(cell)} / {_num(cell.paper)} ({_num(cell.diff, True)}) {_links(cell, ui)}"
 
 
 def table_markdown(data: ReportData, name: str, ui: str) -> str:
     cells = data.table(name)
-    lines = _header(TITLES[name], data, [c.run for c in cells if c.run],
-                    [c.fingerprint for c in cells], NOTE + TABLE_NOTE)
+    lines = _header(TITLES[name], data, [r for c in cells for r in c.runs], _fingerprints(cells),
+                    NOTE + TABLE_NOTE)
     if name == "table1":  # the paper's grid: a row per RotNet, a column per block
         columns = sorted({c.column for c in cells})
-        lines += ["Each cell: ours / paper (ours − paper) MLflow run.", "",
+        lines += ["Each cell: ours / paper (ours − paper) MLflow run per seed.", "",
                   "| RotNet | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for row in dict.fromkeys(c.row for c in cells):
             by_col = {c.column: c for c in cells if c.row == row}
             texts = [_grid_text(by_col.get(col), ui) for col in columns]
             lines.append(f"| {row} | " + " | ".join(texts) + " |")
     else:
-        lines += ["| Method | Ours | Paper | Ours − paper | MLflow run |", "|---|---|---|---|---|"]
-        lines += [f"| {c.row} | {_num(c.run and c.run.value)} | {_num(c.paper)} | "
-                  f"{_num(c.diff, True)} | {_link(c.run, ui)} |" for c in cells]
+        lines += ["| Method | Ours | Paper | Ours − paper | MLflow run per seed |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {c.row} | {_ours(c)} | {_num(c.paper)} | "
+                  f"{_num(c.diff, True)} | {_links(c, ui)} |" for c in cells]
     if name == "table3":
         lines += ["", "Prior work, as quoted in the paper (not reproduced here):", "",
                   "| Method | Paper |", "|---|---|"]
@@ -123,14 +139,13 @@ def table9_markdown(data: ReportData, ui: str) -> str:
     """Table 9: per-class test accuracy of the Table 3 supervised NIN and RotNet + conv runs."""
     cells = [data.cell("table3", row) for _, row in TABLE9_ROWS]
     lines = _header("Table 9: per-class CIFAR-10 test accuracy (supervised NIN vs RotNet + conv)",
-                    data, [c.run for c in cells if c.run], [c.fingerprint for c in cells],
-                    NOTE + TABLE_NOTE)
-    ours = [dict(c.run.per_class) if c.run else {} for c in cells]
+                    data, [r for c in cells for r in c.runs], _fingerprints(cells), NOTE + TABLE_NOTE)
+    ours = [mean_per_class(c.runs) for c in cells]
     paper = {key: dict(zip(CIFAR10_CLASSES, PAPER["table9"][key])) for key, _ in TABLE9_ROWS}
     found = set().union(*ours)  # the data set's classes; CIFAR-10's in its own order
     names = [n for n in CIFAR10_CLASSES if n in found] + sorted(found - set(CIFAR10_CLASSES))
-    lines += ["Each cell: ours / paper (ours − paper). Runs: " +
-              ", ".join(f"{row} {_link(c.run, ui)}" for (_, row), c in zip(TABLE9_ROWS, cells)), "",
+    lines += ["Each cell: ours (mean over the seeds) / paper (ours − paper). Runs: " +
+              "; ".join(f"{row} {_links(c, ui)}" for (_, row), c in zip(TABLE9_ROWS, cells)), "",
               "| Class | " + " | ".join(row for _, row in TABLE9_ROWS) + " |", "|---|---|---|"]
     for name in names or CIFAR10_CLASSES:
         texts = []
@@ -142,41 +157,60 @@ def table9_markdown(data: ReportData, ui: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mean_per_class(runs: list[Run]) -> dict[str, float]:
+    """Per class, the mean accuracy over `runs` that logged it."""
+    by_class: dict[str, list[float]] = {}
+    for run in runs:
+        for name, value in run.per_class:
+            by_class.setdefault(name, []).append(value)
+    return {name: sum(values) / len(values) for name, values in by_class.items()}
+
+
 def figures_markdown(data: ReportData, ui: str) -> str:
     supervised = data.cell("table3", "Supervised NIN")
-    runs = [p.run for p in data.points] + ([supervised.run] if supervised.run else [])
-    lines = _header("Figures 5a and 5b", data, runs,
-                    [p.fingerprint for p in data.points] + [supervised.fingerprint])
-    supervised = supervised.run
+    lines = _header("Figures 5a and 5b", data, [p.run for p in data.points] + supervised.runs,
+                    [p.fingerprint for p in data.points] + supervised.fingerprints)
     sections = [
         ("figure5a", "Figure 5a: rotation accuracy and block-2 probe accuracy of pretraining "
                      "snapshots", "pretraining epoch"),
         ("figure5b", "Figure 5b: semi-supervised (frozen block 2 + conv vs supervised NIN)",
                      "labelled images per class")]
     for figure, title, xname in sections:
-        points = sorted((p for p in data.points if p.figure == figure), key=lambda p: (p.series, p.x))
+        points = sorted((p for p in data.points if p.figure == figure),
+                        key=lambda p: (p.series, p.x, p.run.tags.get("seed", "")))
         lines += [f"## {title}", "", f"![{figure}]({figure}.png)", ""]
         if not points:
             lines += [f"No runs yet for this figure: {figure}.png has no points and says so.", ""]
-        lines += [f"| Series | {xname} | Accuracy | MLflow run |", "|---|---|---|---|"]
-        lines += [f"| {p.series} | {p.x:g} | {_num(p.value)} | {_link(p.run, ui)} |" for p in points]
+        lines += [f"| Series | {xname} | Seed | Accuracy | MLflow run |", "|---|---|---|---|---|"]
+        lines += [f"| {p.series} | {p.x:g} | {p.run.tags.get('seed', '?')} | {_num(p.value)} | "
+                  f"{_link(p.run, ui)} |" for p in points]
         if figure == "figure5a":
-            lines.append(f"| supervised NIN (flat line, Table 3) | all | "
-                         f"{_num(supervised and supervised.value)} | {_link(supervised, ui)} |")
+            lines.append(f"| supervised NIN (flat line, Table 3) | all | all | {_ours(supervised)} | "
+                         f"{_links(supervised, ui)} |")
         lines.append("")
     return "\n".join(lines)
 
 
+def spread_fields(cell: Cell) -> dict:
+    """A cell's statistics over its seeds (the same on each of its runs.json entries)."""
+    spread = cell.spread
+    return {"mean": spread and round(spread.mean, 6), "sd": spread and round(spread.sd, 6),
+            "n": spread.n if spread else 0, "se": spread and spread.se and round(spread.se, 6),
+            "diff": None if cell.diff is None else round(cell.diff, 6)}
+
+
 def runs_json(data: ReportData, ui: str) -> str:
-    """Every cell and point with its run id: what CI checks against the store."""
+    """Every cell (one entry per seed, with the cell's mean, sd, n, SE) and point with its run
+    id: what CI checks against the store."""
     def run_fields(run: Run | None) -> dict:
         return {"run_id": run and run.run_id, "run_name": run and run.name,
                 "experiment_id": run and run.experiment_id,
                 "url": run and run_url(run, ui), "best_value": run and run.best}
 
-    cells = [{"table": c.table, "row": c.row, "column": c.column, "value": c.run and c.run.value,
-              "paper": c.paper, "fingerprint": c.fingerprint, "diff": None if c.diff is None else round(c.diff, 6),
-              **run_fields(c.run)} for c in data.cells]
+    cells = [{"table": c.table, "row": c.row, "column": c.column, "paper": c.paper,
+              **spread_fields(c), "seed": r.seed, "fingerprint": r.fingerprint,
+              "value": r.run and r.run.value, **run_fields(r.run)}
+             for c in data.cells for r in c.replicates]
     points = [{"figure": p.figure, "series": p.series, "x": p.x, "value": p.value,
                "paper": paper_point(p.figure, p.series, p.x), "fingerprint": p.fingerprint,
                **run_fields(p.run)}
@@ -234,13 +268,13 @@ def figure5a_png(data: ReportData, context: str) -> bytes:
     supervised NIN) are marked at the last snapshot, our fully pretrained one."""
     rotation = series_values(data, "figure5a", "rotation prediction (snapshot)")
     probe = series_values(data, "figure5a", "non-linear probe on block 2")
-    supervised = data.cell("table3", "Supervised NIN").run
+    supervised = data.cell("table3", "Supervised NIN").value
     last = max((x for x, _ in rotation + probe), default=None)
     paper = [] if last is None or not paper_marks_apply(data) else [
         figures.Mark("paper: probe on block 2, fully pretrained", last,
                      PAPER["table1"][BASELINE][1], "tab:blue"),
         figures.Mark("paper: supervised NIN", last, PAPER["table3"]["supervised"], "tab:red")]
-    return figures.figure5a(rotation, probe, supervised.value if supervised else None, context,
+    return figures.figure5a(rotation, probe, supervised, context,
                             classes=class_count(data),
                             rotations=len(ROTATION_SETS[BASELINE_ROTATIONS]), paper=paper)
 
@@ -265,9 +299,9 @@ def write_if_changed(path: Path, content: bytes) -> bool:
 
 
 def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = None) -> list[Path]:
-    """Write tables 1-3 and 9, figures 5a/5b, figures.md and runs.json of `data` (see `collect`)
-    into `out_dir`; returns all their paths (files whose bytes would not change are left
-    untouched)."""
+    """Write tables 1-3 and 9, figures 5a/5b, figures.md, runs.json and claims.md of `data`
+    (see `collect`) into `out_dir`; returns all their paths (files whose bytes would not
+    change are left untouched)."""
     ui = ui_base(ui_url)
     context = f"({data.dataset}, {data.profile})"
 
@@ -277,6 +311,7 @@ def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = Non
     files["figure5b.png"] = figure5b_png(data, context)
     files["figures.md"] = figures_markdown(data, ui).encode()
     files["runs.json"] = runs_json(data, ui).encode()
+    files["claims.md"] = claims.claims_markdown(data).encode()
     out = Path(out_dir)
     for name, content in files.items():
         write_if_changed(out / name, content)

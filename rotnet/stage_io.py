@@ -31,8 +31,15 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "images
 RUN_METRICS = ("test_acc", "best_test_acc", "best_epoch", "epochs")
 
 
-def stage_config(path: str | Path = PARAMS_FILE) -> Config:
-    return Config.from_dict(read_params(path))
+def stage_config(seed: str | int | None = None, path: str | Path = PARAMS_FILE) -> Config:
+    """params.yaml as a Config; `seed`: the replicate a stage of dvc.yaml's `seeds` matrix
+    runs, which becomes runtime.seed (model init, data order, augmentation)."""
+    config = Config.from_dict(read_params(path))
+    return config if seed is None else with_seed(config, int(seed))
+
+
+def with_seed(config: Config, seed: int) -> Config:
+    return replace(config, runtime=replace(config.runtime, seed=seed))
 
 
 def with_variant(config: Config, variant: str) -> Config:

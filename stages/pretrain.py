@@ -1,5 +1,6 @@
-"""DVC stage `pretrain@<variant>`: RotNet pretraining of one variant (e.g. b4-r8).
-dvc.yaml passes the paths it declares: the run folder, the metrics file, the plot file."""
+"""DVC stage `pretrain@<variant>-<seed>`: RotNet pretraining of one variant (e.g. b4-r8)
+with one seed of `seeds`. dvc.yaml passes the paths it declares: the run folder, the
+metrics file, the plot file."""
 
 from rotnet import experiments
 from rotnet.progress import progress_hooks
@@ -7,11 +8,11 @@ from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_track
                              write_history_csv, write_run_metrics)
 
 
-def main(variant, out, metrics, plot):
-    config = with_variant(stage_config(), variant)
-    with stage_outputs(out) as out_dir, progress_hooks(f"pretrain@{variant}") as hooks:
-        result = experiments.pretrain(config, out_dir, hooks=hooks,
-                                      tracker=stage_tracker(f"pretrain@{variant}"))
+def main(variant, seed, out, metrics, plot):
+    config = with_variant(stage_config(seed), variant)
+    stage = f"pretrain@{variant}-{seed}"
+    with stage_outputs(out) as out_dir, progress_hooks(stage) as hooks:
+        result = experiments.pretrain(config, out_dir, hooks=hooks, tracker=stage_tracker(stage))
     write_run_metrics(metrics, result)
     write_history_csv(plot, result.history)
 

@@ -1,24 +1,31 @@
-"""DVC stage `probe@<variant>-block<N>`: the non-linear probe on block N (Tables 1 and 2).
+"""DVC stage `probe@<variant>-<seed>`: the non-linear probe on every block the registry
+probes of that variant (Tables 1 and 2), one MLflow run per block, with one seed of `seeds`.
 dvc.yaml passes the paths it declares: the pretraining folder, the run folder, the metrics
-file, the plot file."""
+folder and the plot folder (block<N>.json, block<N>.csv)."""
 
 from pathlib import Path
 
 from rotnet import experiments
 from rotnet.progress import progress_hooks
+from rotnet.registry import probe_blocks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, write_history_csv,
                              write_run_metrics)
 
 
-def main(variant, block, pretrain_dir, out, metrics, plot):
-    name = f"{variant}-block{block}"
+def main(variant, seed, pretrain_dir, out, metrics, plots):
+    config = stage_config(seed)
     backbone = experiments.load_backbone(Path(pretrain_dir) / "checkpoint.pt")
-    with stage_outputs(out) as out_dir, progress_hooks(f"probe@{name}") as hooks:
-        result = experiments.probe(stage_config(), backbone, head="nonlinear", block=int(block),
-                                   out_dir=out_dir, hooks=hooks,
-                                   tracker=stage_tracker(f"probe@{name}"))
-    write_run_metrics(metrics, result)
-    write_history_csv(plot, result.history)
+    results = {}
+    with stage_outputs(out) as out_dir:
+        for block in probe_blocks(variant):
+            stage = f"probe@{variant}-{seed} block{block}"
+            with progress_hooks(stage) as hooks:
+                results[block] = experiments.probe(
+                    config, backbone, head="nonlinear", block=block, out_dir=out_dir / f"block{block}",
+                    hooks=hooks, tracker=stage_tracker(f"probe@{variant}-{seed}"))
+    for block, result in results.items():
+        write_run_metrics(Path(metrics) / f"block{block}.json", result)
+        write_history_csv(Path(plots) / f"block{block}.csv", result.history)
 
 
 if __name__ == "__main__":

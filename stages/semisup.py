@@ -1,4 +1,4 @@
-"""DVC stage `semisup@<K>`: with K labelled images per class, the conv probe on the
+"""DVC stage `semisup@<K>-<seed>` (one seed of `seeds`): with K labelled images per class, the conv probe on the
 4-block RotNet's block 2 vs a supervised NIN trained on those images alone (Figure 5b).
 Where the subset is the whole training set the supervised point is `table3@supervised`.
 dvc.yaml passes the paths it declares: the subsets folder, the pretraining folder, the run
@@ -12,15 +12,15 @@ from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_track
                              write_run_metrics)
 
 
-def main(per_class, subsets_dir, pretrain_dir, out, metrics):
+def main(per_class, seed, subsets_dir, pretrain_dir, out, metrics):
     k = int(per_class)
-    config = stage_config()
-    tracker = stage_tracker(f"semisup@{k}")
+    config = stage_config(seed)
+    tracker = stage_tracker(f"semisup@{k}-{seed}")
     backbone = experiments.load_backbone(Path(pretrain_dir) / "checkpoint.pt")
     results = {}
     with stage_outputs(out) as out_dir:
         for method in figure5.semisup_methods(k, subsets_dir):
-            with progress_hooks(f"semisup@{k} {method}") as hooks:
+            with progress_hooks(f"semisup@{k}-{seed} {method}") as hooks:
                 results[method] = figure5.semisup_run(config, method, k, subsets_dir,
                                                       backbone=backbone, out_dir=out_dir,
                                                       tracker=tracker, hooks=hooks)

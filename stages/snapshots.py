@@ -1,4 +1,4 @@
-"""DVC stage `snapshots`: a non-linear probe on every pretraining snapshot of the 4-block
+"""DVC stage `snapshots@<seed>` (one seed of `seeds`): a non-linear probe on every pretraining snapshot of the 4-block
 RotNet (Figure 5a). dvc.yaml passes the paths it declares: the pretraining folder, the
 run folder, the metrics folder."""
 
@@ -10,17 +10,17 @@ from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_track
                              write_run_metrics)
 
 
-def main(pretrain_dir, out, metrics):
+def main(seed, pretrain_dir, out, metrics):
     pretrain_dir = Path(pretrain_dir)
-    config = stage_config()
-    tracker = stage_tracker("snapshots")
+    config = stage_config(seed)
+    tracker = stage_tracker(f"snapshots@{seed}")
     results = {}
     with stage_outputs(out) as out_dir:
         for snapshot in figure5.snapshot_files(pretrain_dir):
             epoch = int(snapshot.stem.removeprefix("snapshot-epoch"))
             if epoch % config.snapshots.every:
                 continue  # snapshots are kept more often than Figure 5a samples them
-            with progress_hooks(f"snapshots {snapshot.stem}") as hooks:
+            with progress_hooks(f"snapshots@{seed} {snapshot.stem}") as hooks:
                 results[f"epoch{epoch:03d}"] = figure5.snapshot_probe(
                     config, snapshot, out_dir=out_dir / pretrain_dir.name, tracker=tracker,
                     hooks=hooks)

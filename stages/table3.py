@@ -1,7 +1,8 @@
-"""DVC stage `table3@<method>`: the Table 3 runs besides the block-2 non-linear probe
-(which the `probe` stage makes): RotNet + conv, both fine-tuned variants, the supervised
-NIN, and the conv probe on a random backbone: with BatchNorm statistics calibrated on
-training images (`random-conv`) or as initialised (`random-conv-initial-bn`).
+"""DVC stage `table3@<method>-<seed>` (one seed of `seeds`): the Table 3 runs besides the
+block-2 non-linear probe (which the `probe` stage makes): RotNet + conv, both fine-tuned
+variants, the supervised NIN, and the conv probe on a random backbone: with BatchNorm
+statistics calibrated on training images (`random-conv`) or as initialised
+(`random-conv-initial-bn`).
 dvc.yaml passes the paths it declares: the pretraining folder, the run folder, the metrics
 file, the plot file."""
 
@@ -15,16 +16,16 @@ from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_track
                              write_history_csv, write_run_metrics)
 
 
-def main(method, pretrain_dir, out, metrics, plot):
-    with stage_outputs(out) as out_dir, progress_hooks(f"table3@{method}") as hooks:
-        result = train(method, Path(pretrain_dir), out_dir, hooks)
+def main(method, seed, pretrain_dir, out, metrics, plot):
+    with stage_outputs(out) as out_dir, progress_hooks(f"table3@{method}-{seed}") as hooks:
+        result = train(method, seed, Path(pretrain_dir), out_dir, hooks)
     write_run_metrics(metrics, result)
     write_history_csv(plot, result.history)
 
 
-def train(method, pretrain_dir, out_dir, hooks):
-    config = stage_config()
-    tracker = stage_tracker(f"table3@{method}")
+def train(method, seed, pretrain_dir, out_dir, hooks):
+    config = stage_config(seed)
+    tracker = stage_tracker(f"table3@{method}-{seed}")
     if method == "supervised":
         return experiments.supervised(config, out_dir=out_dir, tracker=tracker, hooks=hooks)
     if method not in TABLE3_PROBES:

@@ -270,7 +270,7 @@ def test_a_stage_killed_inside_dvc_repro_resumes_from_its_checkpoint(tmp_path):
     project.mkdir()
     copy_project(project, env)
     write_params(project / "params.yaml", KILL_CONFIG)
-    stage, out = "pretrain@b4-r4", project / "runs" / "pretrain" / "b4-r4"
+    stage, out = "pretrain@b4-r4-0", project / "runs" / "pretrain" / "b4-r4-s0"
 
     killed = run_command(["dvc", "repro", stage], project, {**env, "ROTNET_CRASH_AT": "checkpoint:1"},
                          check=False)

@@ -84,10 +84,10 @@ def test_editing_augment_makes_the_probe_stages_stale(tmp_path):
     """In a git copy: record the probe stages as done (placeholder outputs), edit augment.py."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(tmp_path)}
     dest = copy_project(tmp_path, env)
-    probes = yaml.safe_load((dest / "dvc.yaml").read_text())["stages"]["probe"]["foreach"]
-    for key, item in probes.items():
-        for path in (f"runs/pretrain/{item['variant']}/checkpoint.pt", f"runs/probe/{key}/checkpoint.pt",
-                     f"metrics/probe/{key}.json", f"plots/probe/{key}.csv"):
+    variants = yaml.safe_load((dest / "dvc.yaml").read_text())["stages"]["probe"]["matrix"]["variant"]
+    for variant in variants:  # seeds [0]: the smoke profile's
+        for path in (f"runs/pretrain/{variant}-s0/checkpoint.pt", f"runs/probe/{variant}-s0/checkpoint.pt",
+                     f"metrics/probe/{variant}-s0/block2.json", f"plots/probe/{variant}-s0/block2.csv"):
             (dest / path).parent.mkdir(parents=True, exist_ok=True)
             (dest / path).write_text("placeholder\n")
     run_command([str(DVC), "commit", "-f", "probe"], dest, env)
@@ -99,7 +99,7 @@ def test_editing_augment_makes_the_probe_stages_stale(tmp_path):
     with open(dest / "rotnet" / "augment.py", "a") as handle:
         handle.write("# an edit\n")
     status = stale()
-    assert set(status) == {f"probe@{key}" for key in probes}
+    assert set(status) == {f"probe@{variant}-0" for variant in variants}
     assert all(entry == [{"changed deps": {"rotnet/augment.py": "modified"}}]
                for entry in status.values()), status
 

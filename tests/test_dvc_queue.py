@@ -1,4 +1,5 @@
-"""The DVC experiment queue: two seeds of one cheap stage (pretrain@b3-r4, smoke profile) run
+"""The DVC experiment queue: two seeds of one cheap stage (pretrain@b3-r4-<seed>, smoke profile,
+`seeds` set per experiment) run
 in parallel workers, each in its own temporary copy of the repository, and both log to the
 ONE absolute MLflow store.
 
@@ -49,7 +50,7 @@ def test_two_queued_experiments_run_in_parallel(project):
     (tmp / "imports.log").unlink(missing_ok=True)
     # No store exists yet: the two workers create it at once (tracking serialises that).
     for seed in (1, 2):
-        run(["dvc", "exp", "run", "--queue", "-S", f"runtime.seed={seed}", "pretrain@b3-r4"],
+        run(["dvc", "exp", "run", "--queue", "-S", f"seeds=[{seed}]", f"pretrain@b3-r4-{seed}"],
             dest, env)
     try:
         run(["dvc", "queue", "start", "-j", "2"], dest, env)
@@ -78,8 +79,9 @@ def test_two_queued_experiments_run_in_parallel(project):
     found = {}
     for rev in exps:
         data = rev.get("data") or {}
-        seed = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("runtime", {}).get("seed")
-        metric = data.get("metrics", {}).get("metrics/pretrain/b3-r4.json", {}).get("data", {})
+        seeds = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("seeds")
+        seed = seeds[0] if seeds else None
+        metric = data.get("metrics", {}).get(f"metrics/pretrain/b3-r4-s{seed}.json", {}).get("data", {})
         if seed in (1, 2) and "test_acc" in metric:
             found[seed] = metric
     assert set(found) == {1, 2}, json.dumps(shown)[:3000]
@@ -88,7 +90,7 @@ def test_two_queued_experiments_run_in_parallel(project):
     check = ("import json, mlflow\n"
              "c = mlflow.tracking.MlflowClient()\n"
              "e = c.get_experiment_by_name('rotnet')\n"
-             "runs = c.search_runs([e.experiment_id], \"tags.stage = 'pretrain@b3-r4'\")\n"
+             "runs = c.search_runs([e.experiment_id], \"tags.stage LIKE 'pretrain@b3-r4-%'\")\n"
              "print(json.dumps([[r.info.status, r.data.tags['seed'], r.data.tags['checkpoint_path'],"
              " r.data.metrics.get('test_acc')] for r in runs]))\n")
     runs = json.loads(run([sys.executable, "-c", check], tmp, env).stdout.strip().splitlines()[-1])

@@ -33,7 +33,7 @@ def test_smoke_pipeline_end_to_end(project):
     dest, env = project
     repro = run(["dvc", "repro"], dest, env)
     # Each stage reports its progress (off a terminal: a line per epoch).
-    assert "pretrain@b4-r4 epoch 1/" in repro.stdout + repro.stderr
+    assert "pretrain@b4-r4-0 epoch 1/" in repro.stdout + repro.stderr
 
     reports = dest / "reports"
     for name in ("table1.md", "table2.md", "table3.md", "table9.md", "figure5a.png", "figure5b.png"):
@@ -58,7 +58,7 @@ def test_smoke_pipeline_end_to_end(project):
     shown = run(["dvc", "metrics", "show", "--json"], dest, env)
     assert "failed to load" not in shown.stderr, shown.stderr
     files = json.loads(shown.stdout)[""]["data"]
-    assert {"metrics/snapshots/epoch001.json", "metrics/semisup/5/supervised.json"} <= set(files)
+    assert {"metrics/snapshots/s0/epoch001.json", "metrics/semisup/5-s0/supervised.json"} <= set(files)
     assert {tuple(sorted(f["data"])) for f in files.values()} == {tuple(sorted(RUN_METRICS))}
 
     # A second repro is a no-op.
@@ -90,14 +90,14 @@ def test_bad_params_and_variants_exit_2(project, tmp_path):
     bad = dest / "bad-params"
     bad.mkdir(exist_ok=True)
     (bad / "params.yaml").write_text("profile: smoke\npretrain:\n  blockz: 4\n")
-    outs = ["runs/pretrain/b4-r4", "metrics/pretrain/b4-r4.json", "plots/pretrain/b4-r4.csv"]
-    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b4-r4", *outs], bad, env,
+    outs = ["runs/pretrain/b4-r4-s0", "metrics/pretrain/b4-r4-s0.json", "plots/pretrain/b4-r4-s0.csv"]
+    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b4-r4", "0", *outs], bad, env,
                  check=False)
     assert result.returncode == 2 and "blockz" in result.stderr
     (bad / "params.yaml").write_text("profile: smoke\npretrain:\n  width: wide\n")
     result = run([sys.executable, str(dest / "stages" / "data.py"), "runs/data.json"], bad, env, check=False)
     assert result.returncode == 2 and "pretrain.width" in result.stderr
-    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b7-r4", *outs], dest, env,
+    result = run([sys.executable, str(dest / "stages" / "pretrain.py"), "b7-r4", "0", *outs], dest, env,
                  check=False)
     assert result.returncode == 2 and "unknown variant" in result.stderr
     result = run([str(BIN / "rotnet"), "ablate", "--rotations", "3"], dest, env, check=False)

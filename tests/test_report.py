@@ -23,7 +23,7 @@ def protocol(profile: str = PROFILE, **sections) -> Config:
     return Config.from_dict({"profile": profile, "data": {"dataset": DATASET}, **sections})
 
 
-CONFIG = protocol()
+CONFIG = protocol(seeds=[0])  # one replicate per cell (tests/test_replicates.py: several)
 OTHER_LR = protocol(probe={"optim": {"lr": 0.05}})  # the same profile, another probe lr
 
 
@@ -121,7 +121,7 @@ def test_writes_every_file(store):
     names = sorted(p.name for p in store["paths"])
     assert names == sorted(["table1.md", "table2.md", "table3.md", "table9.md", "figure5a.png",
                             "figure5b.png",
-                            "figures.md", "runs.json"])
+                            "figures.md", "runs.json", "claims.md"])
     assert all(p.is_file() for p in store["paths"])
 
 
@@ -129,16 +129,16 @@ def test_tables_show_ours_paper_difference_and_run_link(store):
     ids, out = store["ids"], store["out"]
     table1 = (out / "table1.md").read_text()
     # 4-block B2: ours (final epoch, not best) / paper (ours - paper) link
-    assert (f"88.00 / 89.06 (-1.06) [{ids['b4r4_b2'][:8]}]"
+    assert (f"88.00 ± 0.00 (n=1) / 89.06 (-1.06) s0 [{ids['b4r4_b2'][:8]}]"
             f"(http://127.0.0.1:5000/#/experiments/") in table1
     assert f"/runs/{ids['b4r4_b2']}?{MODEL_TRAINING_VIEW})" in table1
     assert "— / 61.73" in table1  # a missing cell still shows the paper value
     table2 = (out / "table2.md").read_text()
-    assert "| 8 rotations (multiples of 45°) | 87.00 | 88.51 | -1.51 |" in table2
+    assert "| 8 rotations (multiples of 45°) | 87.00 ± 0.00 (n=1) | 88.51 | -1.51 |" in table2
     table3 = (out / "table3.md").read_text()
-    assert "| RotNet + conv | 91.00 | 91.16 | -0.16 |" in table3
-    assert "| RotNet + conv (fine-tuned) | 92.50 | 92.17 | +0.33 |" in table3
-    assert "| RotNet + non-linear (fine-tuned) | — | 91.73 | — | — |" in table3
+    assert "| RotNet + conv | 91.00 ± 0.00 (n=1) | 91.16 | -0.16 |" in table3
+    assert "| RotNet + conv (fine-tuned) | 92.50 ± 0.00 (n=1) | 92.17 | +0.33 |" in table3
+    assert "| RotNet + non-linear (fine-tuned) | — | 91.73 | — | s0 — |" in table3
     assert "| Exemplar CNN | 84.3 |" in table3
     for text in (table1, table2, table3):
         assert "profile: `quick`" in text and "final-epoch" in text
@@ -249,8 +249,8 @@ def test_empty_store_is_a_clear_error(store):
 
 def test_missing_figure_data_still_writes_a_figure(store, tmp_path):
     # the smoke profile has one probe run: tables mostly "—", no figure points at all
-    paths = {p.name: p for p in report_render.write_report(tmp_path, report.collect(protocol("smoke")))}
-    assert "11.11 / 85.45 (-74.34)" in paths["table1.md"].read_text()
+    paths = {p.name: p for p in report_render.write_report(tmp_path, report.collect(protocol("smoke", seeds=[0])))}
+    assert "11.11 ± 0.00 (n=1) / 85.45 (-74.34)" in paths["table1.md"].read_text()
     for name in ("figure5a.png", "figure5b.png"):
         assert paths[name].read_bytes().startswith(PNG_MAGIC)
         assert f"No runs yet for this figure: {name}" in paths["figures.md"].read_text()
@@ -274,8 +274,8 @@ def test_both_random_init_rows_with_the_paper_value_on_the_as_initialised_one(st
     assert (initial["run_id"], initial["paper"]) == (ids["random_initial_bn"], 72.50)
     assert (calibrated["run_id"], calibrated["paper"]) == (ids["random_calibrated"], None)
     assert initial["fingerprint"] != calibrated["fingerprint"]
-    assert "| Random init + conv (BatchNorm as initialised) | 35.50 | 72.50 | -37.00 |" in table3
-    assert ("| Random init + conv (BatchNorm calibrated on training images) | 45.25 | — | — |"
+    assert "| Random init + conv (BatchNorm as initialised) | 35.50 ± 0.00 (n=1) | 72.50 | -37.00 |" in table3
+    assert ("| Random init + conv (BatchNorm calibrated on training images) | 45.25 ± 0.00 (n=1) | — | — |"
             in table3)
 
 

@@ -1,0 +1,76 @@
+"""Replicates and their spread: what one table cell states about its runs (one per seed).
+
+Pure functions on accuracies in percent. A cell's `Spread` is the mean over its seeds, the
+sample standard deviation between seeds (n - 1 in the denominator; 0 for a single run) and
+the test-set standard error at the mean, √(p(1−p)/n_test): how well a finite test set pins
+down an accuracy p, whatever the seed.
+
+"Beyond the spread" (`beyond_spread`), used for the paper's claims: the difference of two
+cells' means exceeds BOTH the sum of their seed standard deviations AND the combined
+test-set standard error √(SE₁² + SE₂²) times `SE_MULTIPLE` — the seeds and the test sample
+would each have to be off by more than they typically are to reverse it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SE_MULTIPLE = 2.0  # about a 95 % two-sided interval for a difference of two accuracies
+
+
+@dataclass(frozen=True)
+class Spread:
+    values: tuple[float, ...]  # the replicates' accuracies (%), one per seed
+    test_images: int | None  # test images each run was scored on (None: unknown)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / self.n
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation between seeds; 0 for one run (no spread is known)."""
+        if self.n < 2:
+            return 0.0
+        mean = self.mean
+        return math.sqrt(sum((v - mean) ** 2 for v in self.values) / (self.n - 1))
+
+    @property
+    def se(self) -> float | None:
+        """Test-set standard error (points) at the mean accuracy."""
+        return standard_error(self.mean, self.test_images)
+
+    def text(self) -> str:
+        """"81.9 ± 0.6 (n=2) · SE 1.4"."""
+        se = "" if self.se is None else f" · SE {self.se:.1f}"
+        return f"{self.mean:.2f} ± {self.sd:.2f} (n={self.n}){se}"
+
+
+def standard_error(accuracy: float, test_images: int | None) -> float | None:
+    """√(p(1−p)/n) in points for `accuracy` p in percent on `test_images` images."""
+    if not test_images:
+        return None
+    p = min(max(accuracy / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / test_images)
+
+
+def spread_of(values, test_images: int | None) -> Spread | None:
+    """The spread of `values` (None for no runs)."""
+    values = tuple(float(v) for v in values)
+    return Spread(values, test_images) if values else None
+
+
+def margin(a: Spread, b: Spread) -> float:
+    """How far apart two cells' means must be to count as different (see module doc)."""
+    se = math.hypot(a.se or 0.0, b.se or 0.0) * SE_MULTIPLE
+    return max(a.sd + b.sd, se)
+
+
+def beyond_spread(higher: Spread, lower: Spread) -> bool:
+    """Whether `higher`'s mean exceeds `lower`'s by more than `margin`."""
+    return higher.mean - lower.mean > margin(higher, lower)
