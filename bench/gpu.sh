@@ -16,7 +16,8 @@
 # 4. cpu: the host CPU on two cores (taskset), in whatever precision `auto` resolves to there
 #    and in fp32, natively and with oneDNN/ATen held to AVX2: bench/throughput.py at width 1
 #    and one quick-profile pretraining through the CLI. Runs beside part 3 on other cores.
-# PARTS picks the parts (default: all four), e.g. PARTS="concurrent cpu" bash bench/gpu.sh
+# PARTS picks the parts (default: all four), e.g. PARTS="concurrent cpu" bash bench/gpu.sh;
+# CONCURRENT="conv supervised" measures those stages side by side instead.
 set -uo pipefail
 OUT=${OUT:-/tmp/rotnet-gpu}
 mkdir -p "$OUT"
@@ -103,11 +104,18 @@ concurrent() {  # name, count, then the rotnet command: count copies at once, ea
   echo "$name x$n wall $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s" | tee -a "$OUT/concurrent.txt"
   for i in $(seq 1 "$n"); do epochs "$name-x$n-$i" "$WORK/$name-x$n-$i/checkpoint.pt" | tee -a "$OUT/concurrent.txt"; done
 }
+# CONCURRENT picks the sets: pretrain, probe (need pretrain's checkpoint), conv, supervised
+CONCURRENT=${CONCURRENT:-pretrain probe}
+want() { case " $CONCURRENT " in *" $1 "*) return 0;; *) return 1;; esac; }
 if part concurrent; then
   concurrent pretrain 1 pretrain "${DATA[@]}" --epochs 4
-  concurrent pretrain 3 pretrain "${DATA[@]}" --epochs 4
-  concurrent probe 1 probe "$WORK/pretrain-x1-1/checkpoint.pt" --block 2 --head nonlinear "${DATA[@]}" --epochs 6
-  concurrent probe 4 probe "$WORK/pretrain-x1-1/checkpoint.pt" --block 2 --head nonlinear "${DATA[@]}" --epochs 6
+  if want pretrain; then concurrent pretrain 3 pretrain "${DATA[@]}" --epochs 4; fi
+  BACKBONE="$WORK/pretrain-x1-1/checkpoint.pt"
+  for n in 1 4; do
+    want probe && concurrent probe $n probe "$BACKBONE" --block 2 --head nonlinear "${DATA[@]}" --epochs 6
+    want conv && concurrent conv $n probe "$BACKBONE" --block 2 --head conv "${DATA[@]}" --epochs 6
+    want supervised && concurrent supervised $n supervised "${DATA[@]}" --epochs 6
+  done
 fi
 wait
 nvidia-smi --query-gpu=name,memory.used,temperature.gpu,clocks.sm --format=csv,noheader 2>&1 | tee -a "$OUT/gpu.txt"
