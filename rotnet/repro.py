@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable
@@ -86,7 +87,8 @@ def dvc_stage_runner(dvcfile: str = "dvc.yaml") -> Callable[[str, int], int]:
     def run(stage: str, width: int) -> int:
         env = stage_environment(width)
         target = stage if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage}"
-        command = ["dvc", "--wait-for-lock", "repro", "--single-item", target]
+        # DVC of this interpreter: found even where its bin/ is not on PATH
+        command = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", target]
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) as proc:
             for line in proc.stdout:

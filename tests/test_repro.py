@@ -29,6 +29,7 @@ def recording_runner(fail=(), seconds=0.05):
     return run, log, state
 
 
+DVC = [sys.executable, "-m", "dvc"]  # CI runs pytest without the venv's bin/ on PATH
 DIAMOND = {"data": set(), "a": {"data"}, "b": {"data"}, "c": {"data"}, "report": {"a", "b", "c"}}
 
 
@@ -82,7 +83,7 @@ def write_pipeline(root):
                  "deps": ["left.txt", "right.txt"], "outs": ["joined.txt"]},
     }
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+    for command in (["git", "init", "-q"], DVC + ["init", "-q"]):
         subprocess.run(command, cwd=root, check=True)
 
 
@@ -94,7 +95,7 @@ def test_rotnet_repro_runs_a_real_pipeline_through_dvc(tmp_path):
     assert (tmp_path / "joined.txt").read_text() == "LR"
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"left", "right", "join"}
-    status = subprocess.run(["dvc", "status"], cwd=tmp_path, capture_output=True, text=True)
+    status = subprocess.run(DVC + ["status"], cwd=tmp_path, capture_output=True, text=True)
     assert "up to date" in status.stdout
     again = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True)
     assert again.returncode == 0 and "Running stage" not in again.stdout
