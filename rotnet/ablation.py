@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rotnet.config import Config
-from rotnet.registry import BASELINE, PROBES, ROTATION_SETS, VARIANTS, baseline_stages
+from rotnet.registry import BASELINE, PROBES, ROTATION_SETS, VARIANTS, baseline_stages, parse_variant
 from rotnet.report import PAPER, Run, expected_fingerprint, finished_runs, latest
 from rotnet.stage_io import with_variant
 
@@ -44,6 +44,14 @@ def experiment_command(blocks: int, rotations: str, name: str, queue: bool = Fal
     command = ["dvc", "exp", "run", "-n", name, "-S", f"ablation.blocks={blocks}",
                "-S", f"ablation.rotations='{rotations}'", ABLATION_PIPELINE, *baseline_stages()]
     return command[:3] + ["--queue"] + command[3:] if queue else command
+
+
+def dvc_command(variant: str, queue: bool = False) -> list[str]:
+    """How DVC runs `variant`: reproduced in the main pipeline, else as a named experiment."""
+    if in_main_pipeline(variant):
+        return repro_command(variant)
+    blocks, rotations = parse_variant(variant)
+    return experiment_command(blocks, rotations, experiment_name(variant), queue)
 
 
 def existing_experiment_names() -> set[str]:

@@ -110,6 +110,11 @@ def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict:
     return state
 
 
+def pretrain_profile(path: str | Path) -> str | None:
+    """The profile a pretraining checkpoint was made with."""
+    return load_checkpoint(path, task="pretrain")["config"].get("profile")
+
+
 def check_arch(state: dict, arch: dict, path: str | Path) -> None:
     """Refuse to resume into a model of a different architecture."""
     for key, value in arch.items():

@@ -116,11 +116,9 @@ def probe(
 
 def _checkpoint_profile(checkpoint: Path) -> Optional[str]:
     """Evaluate with the profile the backbone was pretrained with, unless told otherwise."""
-    if str(checkpoint) in RANDOM_VARIANTS.values():
-        return None
-    from rotnet.checkpoint import load_checkpoint
+    from rotnet.checkpoint import pretrain_profile
 
-    return load_checkpoint(checkpoint, task="pretrain")["config"].get("profile")
+    return None if str(checkpoint) in RANDOM_VARIANTS.values() else pretrain_profile(checkpoint)
 
 
 @app.command()
@@ -218,20 +216,10 @@ def report(
     the protocol the params state (its fingerprint), never another.
 
     Example: `rotnet report --profile quick --strict`"""
-    from rotnet.config import Config, merge
-    from rotnet.params import nested, read_params, revision_params
-    from rotnet.report import collect
+    from rotnet.report import collect, protocol_to_report
     from rotnet.report_render import write_report
 
-    if profile:
-        values, label = {"profile": profile}, profile
-    elif exp:
-        values, label = revision_params(exp), exp
-    else:
-        default = params == Path("params.yaml")
-        values = read_params(params) if params.exists() or not default else {}
-        label = None if default else params.stem
-    config = Config.from_dict(merge(values, nested({"data.dataset": dataset} if dataset else {})))
+    config, label = protocol_to_report(params, exp, profile, dataset)
     data = collect(config)
     for path in write_report(out or Path("reports", *filter(None, [label])), data):
         console.print(f"wrote {path}")
@@ -267,12 +255,8 @@ def ablate(
         raise RotnetError("run `rotnet ablate` from the project root (ablation/dvc.yaml not found)")
     config = stage_config()
     variant = variant_name(blocks or config.ablation.blocks, rotations or config.ablation.rotations)
-    blocks, rotations = parse_variant(variant)  # an unknown variant: exit 2 before DVC starts
-    if ablation.in_main_pipeline(variant):
-        command = ablation.repro_command(variant)
-    else:
-        command = ablation.experiment_command(blocks, rotations, ablation.experiment_name(variant),
-                                              queue)
+    parse_variant(variant)  # an unknown variant: exit 2 before DVC starts
+    command = ablation.dvc_command(variant, queue)
     console.print("$ " + " ".join(command), highlight=False, soft_wrap=True)
     if subprocess.run(command).returncode != 0:
         raise RotnetError("the DVC run failed (see its output above)")
@@ -345,11 +329,7 @@ def tune(
                                                           else None))
 
     def on_trial(trial) -> None:
-        value = f"{trial.value:.2f}%" if trial.value is not None else "-"
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in trial.params.items())
-        console.print(f"trial {trial.number}: {trial.state.name.lower()} {value}  {shown}",
-                      highlight=False)
+        console.print(tuning.trial_line(trial), highlight=False)
 
     result = tuning.tune(config, checkpoint, target=target, block=block, n_trials=trials,
                          study_name=study, storage=storage, seed=seed, val_fraction=val_fraction,
@@ -382,10 +362,7 @@ def repro(
 
     if not Path(dvcfile).is_file():
         raise RotnetError(f"--file {dvcfile}: no such pipeline file here (run from the project root)")
-    graph = parallel.stage_graph(dvcfile)
-    console.print(f"{len(graph)} stages, up to {jobs} at a time, "
-                  f"{parallel.stage_environment(jobs)['OMP_NUM_THREADS']} CPU thread(s) each")
-    failed = parallel.schedule(graph, jobs, parallel.dvc_stage_runner(dvcfile))
+    failed = parallel.reproduce(dvcfile, jobs, echo=console.print)
     if failed:
         console.print(f"[red]failed:[/] {', '.join(failed)} (rerun to resume)")
         raise typer.Exit(1)

@@ -15,7 +15,6 @@ entry (the matplotlib version) in the PNG metadata. Same points, same matplotlib
 from __future__ import annotations
 
 import io
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from rotnet.spread import Spread
 
 SIZE = (6.4, 5.4)  # inches; the lower part holds the legend
 DPI = 120
@@ -60,20 +61,13 @@ class Mark:
     color: str = "black"
 
 
-@dataclass(frozen=True)
-class Summary:
-    mean: float
-    sd: float  # sample standard deviation; 0 for a single run
-    n: int
-
-
-def summarise(values: Values) -> Summary:
+def summarise(values: Values) -> Spread:
+    """One point's runs (one per seed) as the report's tables summarise them."""
     runs = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
-    sd = statistics.stdev(runs) if len(runs) > 1 else 0.0
-    return Summary(statistics.fmean(runs), sd, len(runs))
+    return Spread(tuple(runs), test_images=None)
 
 
-def _spread_label(label: str, summaries: list[Summary]) -> str:
+def _spread_label(label: str, summaries: list[Spread]) -> str:
     counts = sorted({s.n for s in summaries})
     if counts[-1] == 1:
         return label

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from rotnet import protocol, tracking
 from rotnet.config import Config
@@ -256,6 +257,26 @@ def latest_by(runs: list[Run], key: str, fingerprint_at, **want: str | None) -> 
             if x not in out or (run.start_time, run.run_id) > (out[x].start_time, out[x].run_id):
                 out[x] = run
     return dict(sorted(out.items()))
+
+
+def protocol_to_report(params: Path, exp: str | None = None, profile: str | None = None,
+                       dataset: str | None = None) -> tuple[Config, str | None]:
+    """The protocol `rotnet report` reports, and the reports/ subfolder it goes to (None:
+    reports/ itself): a profile's defaults, a DVC experiment's params, or a params file
+    (params.yaml, the pipeline's own, by default); `dataset` overrides its data set."""
+    from rotnet.config import merge
+    from rotnet.params import nested, read_params, revision_params
+
+    if profile:
+        values, label = {"profile": profile}, profile
+    elif exp:
+        values, label = revision_params(exp), exp
+    else:
+        default = params == Path("params.yaml")
+        values = read_params(params) if params.exists() or not default else {}
+        label = None if default else params.stem
+    overrides = nested({"data.dataset": dataset} if dataset else {})
+    return Config.from_dict(merge(values, overrides)), label
 
 
 def collect(config: Config) -> ReportData:

@@ -97,3 +97,11 @@ def dvc_stage_runner(dvcfile: str = "dvc.yaml") -> Callable[[str, int], int]:
         return proc.returncode
 
     return run
+
+
+def reproduce(dvcfile: str, jobs: int, echo: Callable[[str], object] = print) -> list[str]:
+    """Every stage of `dvcfile` through DVC, `jobs` at a time; returns the failed stages."""
+    graph = stage_graph(dvcfile)
+    echo(f"{len(graph)} stages, up to {jobs} at a time, each with its share of the CPU cores "
+         f"({stage_environment(jobs)['OMP_NUM_THREADS']} thread(s); all where it runs alone)")
+    return schedule(graph, jobs, dvc_stage_runner(dvcfile))

@@ -94,6 +94,14 @@ def trial_optim(base: OptimConfig, params: dict) -> OptimConfig:
                    epochs=int(params["epochs"]), milestones=scaled_milestones(int(params["epochs"])))
 
 
+def trial_line(trial) -> str:
+    """One finished trial as the CLI prints it: number, state, score, sampled values."""
+    value = f"{trial.value:.2f}%" if trial.value is not None else "-"
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in trial.params.items())
+    return f"trial {trial.number}: {trial.state.name.lower()} {value}  {shown}"
+
+
 def best_values(params: dict) -> dict:
     """The best trial's values as written to params.yaml / the dvc line (rounded to 6 digits)."""
     optim = trial_optim(OptimConfig(), params)
