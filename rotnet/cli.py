@@ -107,11 +107,12 @@ def probe(
                                                calibrated=str(checkpoint) == RANDOM_VARIANTS[True])
     else:
         backbone = experiments.load_backbone(checkpoint)
-    with progress_hooks(f"{head} probe, block {block}") as hooks:
+    what = f"{head} {'fine-tuned' if finetune else 'probe'} on block {block}"
+    with progress_hooks(what) as hooks:
         result = experiments.probe(config, backbone, head=head, block=block, finetune=finetune,
                                    out_dir=options.out, tracker=options.tracker(), hooks=hooks,
                                    data=data)
-    report_result(f"{head} {'fine-tuned' if finetune else 'probe'} on block {block}:", result)
+    report_result(f"{what}:", result)
 
 
 def _checkpoint_profile(checkpoint: Path) -> Optional[str]:

@@ -49,6 +49,8 @@ class Task:
     frozen: nn.Module | None = None
     rotations: RotationSet | None = None  # set: the rotation pretext (targets = rotation labels)
     arch: dict = field(default_factory=dict)  # what a checkpoint must match to resume
+    # (submodule of `model`, factor): trained at lr × factor (fine-tuning's pretrained blocks)
+    lr_scales: list[tuple[nn.Module, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -234,8 +236,15 @@ def class_accuracy(task: Task, data: ImageData, runtime: Runtime) -> list[float]
     return (100.0 * correct.double() / total.double()).tolist()
 
 
-def make_optimizer(model: nn.Module, optim: OptimConfig):
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(model: nn.Module, optim: OptimConfig, lr_scales=()):
+    """SGD over `model`'s trainable parameters; those of a submodule in `lr_scales` form
+    their own group at lr × its factor (the step schedule scales every group alike)."""
+    scaled = {id(p): factor for module, factor in lr_scales for p in module.parameters()}
+    groups: dict[float, list] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(scaled.get(id(p), 1.0), []).append(p)
+    params = [{"params": ps, "lr": optim.lr * factor} for factor, ps in groups.items()]
     optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum,
                                 nesterov=optim.nesterov, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, optim.milestones, gamma=optim.lr_decay)
@@ -259,7 +268,7 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
     if task.frozen is not None:
         runtime.prepare_module(task.frozen)
         task.frozen.requires_grad_(False)
-    optimizer, scheduler = make_optimizer(task.model, optim)
+    optimizer, scheduler = make_optimizer(task.model, optim, task.lr_scales)
     start_epoch, history, saved_extra = checkpoint.restore(state, model=task.model,
                                                            optimizer=optimizer, scheduler=scheduler)
     extra = {**saved_extra, **(extra or {})}

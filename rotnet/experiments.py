@@ -298,7 +298,8 @@ def probe(config: Config, backbone: Backbone, *, head: str = "nonlinear", block:
                                  width, config.probe.hidden)
     trunk = backbone.module.truncated(block)
     if finetune:
-        task = Task("finetune", nn.Sequential(trunk, classifier))
+        task = Task("finetune", nn.Sequential(trunk, classifier),
+                    lr_scales=[(trunk, config.finetune.backbone_lr_scale)])
         optim = optim or config.finetune.optim
     else:
         task = Task("probe", classifier, frozen=trunk)
@@ -312,7 +313,7 @@ def probe(config: Config, backbone: Backbone, *, head: str = "nonlinear", block:
     tags = {**{k: v for k, v in backbone.lineage.items()}, "head": head, "block": block,
             "finetune": finetune, "method": method, **(extra_tags or {})}
     model = protocol.classifier_model(head, block, finetune, config.probe.hidden, backbone.protocol,
-                                      subset_per_class)
+                                      subset_per_class, config.finetune.backbone_lr_scale)
     return execute(task, data, optim, config, out_dir=out_dir, tracker=tracker, hooks=hooks,
                    run_name=f"{method}-block{block}-{variant}", tags=tags, model=model,
                    train_indices=train_indices)

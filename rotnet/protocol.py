@@ -69,10 +69,13 @@ def random_backbone(config: Config, calibrated: bool = True) -> dict:
 
 
 def classifier_model(head: str, block: int, finetune: bool, hidden: int, backbone: dict,
-                     subset_per_class: int | None = None) -> dict:
+                     subset_per_class: int | None = None, backbone_lr_scale: float = 1.0) -> dict:
     """A probe (or fine-tuned classifier) with `head` on `block` of `backbone`; the conv probe
-    has no hidden layer size. `subset_per_class`: trained on that label subset only."""
+    has no hidden layer size. `subset_per_class`: trained on that label subset only;
+    `backbone_lr_scale`: a fine-tuned one's lr factor for the pretrained blocks."""
     classifier = {"head": head, "block": block, "finetune": finetune}
+    if finetune:
+        classifier["backbone_lr_scale"] = backbone_lr_scale
     if head == "nonlinear":
         classifier["hidden"] = hidden
     return {"classifier": classifier, "backbone": backbone, "subset_per_class": subset_per_class}

@@ -205,7 +205,8 @@ def expected_fingerprint(config: Config, want: dict, *, subset_per_class: int | 
              config.conv_probe.optim if head == "conv" else config.probe.optim)
     backbone = backbone_protocol(config, want["variant"], snapshot_epoch)
     return protocol.fingerprint(config, optim, protocol.classifier_model(
-        head, int(want["block"]), finetune, config.probe.hidden, backbone, subset_per_class))
+        head, int(want["block"]), finetune, config.probe.hidden, backbone, subset_per_class,
+        config.finetune.backbone_lr_scale))
 
 
 # ---- reading the runs ------------------------------------------------------------------

@@ -149,6 +149,8 @@ def test_wrong_type_is_a_rotnet_error(values):
     ({"probe": {"block": 6}}, "block"),
     ({"data": {"train_size": 0}}, "train_size"),
     ({"semisup": {"per_class": [20, 0]}}, "per_class"),
+    ({"finetune": {"backbone_lr_scale": 0}}, "backbone_lr_scale"),
+    ({"finetune": {"backbone_lr_scale": 2.0}}, "backbone_lr_scale"),
 ])
 def test_invalid_values_are_rotnet_errors(values, words):
     with pytest.raises(RotnetError, match=words):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rotnet import experiments
-from rotnet.engine import Hooks, epoch_generator, epoch_order
+from rotnet.config import OptimConfig
+from rotnet.engine import Hooks, epoch_generator, epoch_order, make_optimizer
 from rotnet.tracking import NullTracker
 
 DETERMINISTIC = {"runtime": {"deterministic": True}}
@@ -158,3 +159,19 @@ def test_epoch_randomness_depends_only_on_seed_and_epoch():
     assert torch.equal(a, b)
     assert not torch.equal(a, epoch_order(pool, 100, epoch_generator(0, 4)))
     assert not torch.equal(a, epoch_order(pool, 100, epoch_generator(1, 3)))
+
+
+def test_fine_tuning_trains_the_pretrained_blocks_at_a_fraction_of_the_lr():
+    trunk, head = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+    optimizer, scheduler = make_optimizer(torch.nn.Sequential(trunk, head),
+                                          OptimConfig(lr=0.1, milestones=[1], lr_decay=0.2),
+                                          [(trunk, 0.1)])
+
+    def lrs():
+        lr = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        return lr[id(trunk.weight)], lr[id(trunk.bias)], lr[id(head.weight)]
+
+    assert lrs() == pytest.approx((0.01, 0.01, 0.1))
+    optimizer.step()
+    scheduler.step()  # the milestone scales both groups alike
+    assert lrs() == pytest.approx((0.002, 0.002, 0.02))

@@ -44,6 +44,13 @@ def test_what_defines_the_result_changes_the_fingerprint(change, changes_pretrai
     assert expected_fingerprint(changed, PROBE_B2) != expected_fingerprint(base, PROBE_B2)
 
 
+def test_the_backbone_lr_scale_defines_only_the_fine_tuned_cells():
+    base, changed = tiny_config(), tiny_config({"finetune": {"backbone_lr_scale": 1.0}})
+    finetuned = {**PROBE_B2, "method": "nonlinear-finetuned"}
+    assert expected_fingerprint(changed, finetuned) != expected_fingerprint(base, finetuned)
+    assert expected_fingerprint(changed, PROBE_B2) == expected_fingerprint(base, PROBE_B2)
+
+
 def test_the_rotation_set_block_and_snapshot_epoch_are_part_of_it():
     config = tiny_config()
     seen = {expected_fingerprint(config, {"task": "pretrain", "variant": v})
