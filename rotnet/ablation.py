@@ -15,8 +15,9 @@ from pathlib import Path
 
 from rotnet.config import Config
 from rotnet.registry import BASELINE, PROBES, ROTATION_SETS, VARIANTS, baseline_stages, parse_variant
+from rotnet.repro import DVC
 from rotnet.report import PAPER, Run, expected_fingerprint, finished_runs, latest
-from rotnet.stage_io import with_variant
+from rotnet.stage_io import ablation_study, with_variant
 
 ABLATION_PIPELINE = "ablation/dvc.yaml"
 REPORTS = Path("reports")
@@ -35,15 +36,16 @@ def main_pipeline_stages(variant: str, seed: int = 0) -> list[str]:
 
 
 def repro_command(variant: str) -> list[str]:
-    return ["dvc", "repro", *main_pipeline_stages(variant)]
+    return [*DVC, "repro", *main_pipeline_stages(variant)]
 
 
 def experiment_command(blocks: int, rotations: str, name: str, queue: bool = False) -> list[str]:
     """`dvc exp run` of ablation/dvc.yaml for a variant outside the main DAG, plus the
     baseline's main-pipeline stages (up to date ones are skipped)."""
-    command = ["dvc", "exp", "run", "-n", name, "-S", f"ablation.blocks={blocks}",
+    command = [*DVC, "exp", "run", "-n", name, "-S", f"ablation.blocks={blocks}",
                "-S", f"ablation.rotations='{rotations}'", ABLATION_PIPELINE, *baseline_stages()]
-    return command[:3] + ["--queue"] + command[3:] if queue else command
+    at = len(DVC) + 2  # after `dvc exp run`
+    return command[:at] + ["--queue"] + command[at:] if queue else command
 
 
 def dvc_command(variant: str, queue: bool = False) -> list[str]:
@@ -181,3 +183,15 @@ def write_markdown(config: Config, rows: list[Row], variant: str, out_dir: Path 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, markdown(config, rows, variant))
     return path
+
+
+def gather_runs(config: Config, variant: str, rows: list[Row], table: Path) -> str | None:
+    """Nest the variant's runs (its probes and their pretraining) under the ablation's MLflow
+    parent run and attach the table there. The ablation stage's runs are already nested; a
+    main-pipeline variant's were made by `dvc repro`, outside any parent. None: no runs."""
+    from rotnet.tracking import Tracker
+
+    probes = [row.ours for row in rows if row.ours]
+    ids = {r.run_id for r in probes} | {r.tags["pretrain_run_id"] for r in probes
+                                         if r.tags.get("pretrain_run_id")}
+    return Tracker().gather(ablation_study(config, variant), sorted(ids), table) if ids else None

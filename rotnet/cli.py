@@ -265,7 +265,11 @@ def ablate(
         return
     rows = ablation.comparison_rows(config, variant, BASELINE)
     Console().print(ablation.rich_table(config, rows, variant, BASELINE))
-    console.print(f"wrote {ablation.write_markdown(config, rows, variant)}")
+    table = ablation.write_markdown(config, rows, variant)
+    console.print(f"wrote {table}")
+    parent = ablation.gather_runs(config, variant, rows, table)
+    if parent:
+        console.print(f"MLflow: the variant's runs and the table under parent run {parent}")
 
 
 @app.command("params")

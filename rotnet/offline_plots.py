@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from rotnet.errors import RotnetError
+from rotnet.repro import DVC
 
 TEMPLATE = Path(".dvc/tmp/plots-offline.html")
 # DVC 3's plot specs are written for vega-lite 5 ("$schema": .../vega-lite/v5.json).
@@ -70,7 +71,7 @@ def offline_template(path: Path = TEMPLATE) -> Path:
 def dvc_command(template: Path, argv: list[str]) -> list[str]:
     """`dvc plots show|diff` (show when argv names neither) with the offline template."""
     action, rest = (argv[0], argv[1:]) if argv[:1] in (["show"], ["diff"]) else ("show", argv)
-    return [sys.executable, "-m", "dvc", "plots", action, "--html-template",
+    return [*DVC, "plots", action, "--html-template",
             str(template.resolve()), *rest]
 
 

@@ -23,6 +23,9 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable
 
+# DVC of this interpreter: found even where its bin/ is not on PATH (e.g. `.venv/bin/rotnet`)
+DVC = [sys.executable, "-m", "dvc"]
+
 def stage_graph(dvcfile: str = "dvc.yaml") -> dict[str, set[str]]:
     """Each stage of `dvcfile` with the stages of the same file it depends on."""
     from dvc.repo import Repo  # the library imports without DVC; only this command needs it
@@ -87,8 +90,7 @@ def dvc_stage_runner(dvcfile: str = "dvc.yaml") -> Callable[[str, int], int]:
     def run(stage: str, width: int) -> int:
         env = stage_environment(width)
         target = stage if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage}"
-        # DVC of this interpreter: found even where its bin/ is not on PATH
-        command = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", target]
+        command = [*DVC, "--wait-for-lock", "repro", "--single-item", target]
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) as proc:
             for line in proc.stdout:

@@ -22,7 +22,7 @@ from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.params import read_params
 from rotnet.registry import parse_variant
-from rotnet.tracking import Tracker
+from rotnet.tracking import Study, Tracker
 
 PARAMS_FILE = "params.yaml"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "images_per_s")
@@ -49,6 +49,17 @@ def with_variant(config: Config, variant: str) -> Config:
 
 def stage_tracker(stage: str) -> Tracker:
     return Tracker(tags={"pipeline": "dvc", "stage": stage})
+
+
+def ablation_study(config: Config, variant: str) -> Study:
+    """The parent run of an ablation of `variant` (per data set, profile and seed): the
+    ablation stage's runs nest under it, and `rotnet ablate` gathers a main-pipeline
+    variant's runs and its table there."""
+    seed = config.runtime.seed
+    return Study(key=f"ablation:{variant}:{config.data.dataset}:{config.profile}:s{seed}",
+                 name=f"ablate-{variant}-{config.profile}-s{seed}",
+                 tags={"dataset": config.data.dataset, "profile": config.profile,
+                       "variant": variant, "study_of": "ablation"})
 
 
 def write_run_metrics(path: str | Path, result) -> None:

@@ -248,6 +248,22 @@ class Tracker:
                     **self.tags, **{k: str(v) for k, v in study.tags.items()}, STUDY_TAG: study.key}
             return client.create_run(experiment, run_name=study.name, tags=tags).info.run_id
 
+    def gather(self, study: Study, run_ids, artifact: str | Path | None = None) -> str:
+        """`study`'s parent run (found or created), with finished runs made elsewhere nested
+        under it (a run that has a parent keeps it) and `artifact` attached; returns its id."""
+        parent = self._open_study(study)
+        for run_id in run_ids:
+            try:
+                tags = self.client.get_run(run_id).data.tags
+            except Exception:  # deleted, or logged to another store: nothing to nest
+                continue
+            if PARENT_TAG not in tags:
+                self.client.set_tag(run_id, PARENT_TAG, parent)
+        if artifact is not None:
+            self.client.log_artifact(parent, str(artifact))
+        self.client.set_terminated(parent, status="FINISHED")
+        return parent
+
     def connect(self) -> None:
         """Reach the store now: a bad one is refused before any output is written."""
         self.client
@@ -335,6 +351,9 @@ class NullTracker(Tracker):
 
     def set_tags(self, tags) -> None:
         pass
+
+    def gather(self, study, run_ids, artifact=None) -> str:
+        return ""
 
     def log_artifact(self, path) -> None:
         pass

@@ -7,20 +7,15 @@ from pathlib import Path
 from rotnet import experiments
 from rotnet.progress import progress_hooks
 from rotnet.registry import variant_name
-from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
-                             write_run_metrics)
-from rotnet.tracking import Study
+from rotnet.stage_io import (ablation_study, run_stage, stage_config, stage_outputs, stage_tracker,
+                             with_variant, write_run_metrics)
 
 
 def main(out, metrics):
     config = stage_config()
     variant = variant_name(config.ablation.blocks, config.ablation.rotations)
     config = with_variant(config, variant)
-    tracker = stage_tracker("ablation").nest_under(Study(
-        key=f"ablation:{variant}:{config.data.dataset}:{config.profile}:s{config.runtime.seed}",
-        name=f"ablate-{variant}-{config.profile}-s{config.runtime.seed}",
-        tags={"dataset": config.data.dataset, "profile": config.profile, "variant": variant,
-              "study_of": "ablation"}))
+    tracker = stage_tracker("ablation").nest_under(ablation_study(config, variant))
     results = {}
     with stage_outputs(out) as out_dir:
         out_dir = out_dir / variant

@@ -5,10 +5,11 @@ reusing what is up to date; another as a named DVC experiment), its defaults (pa
 from __future__ import annotations
 
 import json
-import stat
+import os
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from helpers import cli_env, run_rotnet
 from rotnet import ablation
@@ -20,10 +21,12 @@ TEN_CLASSES = {f"class{i}": 50.0 for i in range(10)}
 @pytest.fixture
 def runs(tracking_store):
     """Probe runs of b4-r8 and the baseline b4-r4 (quick profile, cifar10), and a pretraining."""
+    pretrain = log_run({"task": "pretrain", "variant": "b4-r8", "blocks": 4, "rotations": "8"},
+                       [60.0, 75.25])
     ids = {
-        "pretrain_b4r8": log_run({"task": "pretrain", "variant": "b4-r8", "blocks": 4,
-                                  "rotations": "8"}, [60.0, 75.25]),
-        "b4r8_b2": log_run(probe_tags("b4-r8", 2), [86.0, 87.0], per_class=TEN_CLASSES),
+        "pretrain_b4r8": pretrain,
+        "b4r8_b2": log_run(probe_tags("b4-r8", 2, pretrain_run_id=pretrain), [86.0, 87.0],
+                           per_class=TEN_CLASSES),
         "b4r4_b2": log_run(probe_tags("b4-r4", 2), [85.0, 88.5], per_class=TEN_CLASSES),
         "b4r4_b1": log_run(probe_tags("b4-r4", 1), [80.0, 84.0], per_class=TEN_CLASSES),
     }
@@ -60,8 +63,9 @@ def test_experiment_names_are_unique():
 
 @pytest.fixture
 def project(tmp_path, runs):
-    """A directory with params.yaml (ablation: b4-r8), ablation/dvc.yaml and a fake `dvc` on
-    PATH that records its arguments and succeeds."""
+    """A directory with params.yaml (ablation: b4-r8), ablation/dvc.yaml and a fake `dvc`
+    module first on the path (rotnet runs DVC as `python -m dvc`) that records its arguments
+    and succeeds. PATH is left without the venv's bin/, as when a user runs .venv/bin/rotnet."""
     store, ids = runs
     root = tmp_path / "project"
     (root / "ablation").mkdir(parents=True)
@@ -69,12 +73,15 @@ def project(tmp_path, runs):
     params = {"profile": "quick", "data": {"dataset": "cifar10"},
               "ablation": {"blocks": 4, "rotations": "8"}}
     (root / "params.yaml").write_text(json.dumps(params))  # YAML is a superset of JSON
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "dvc"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "dvc-calls"}\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = cli_env(store, PATH=f"{bin_dir}:{cli_env()['PATH']}")
+    fake = tmp_path / "fake" / "dvc"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(
+        "import sys\n"
+        f"with open({str(tmp_path / 'dvc-calls')!r}, 'a') as f:\n"
+        "    f.write(' '.join(sys.argv[1:]) + '\\n')\n")
+    path = os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))
+    env = cli_env(store, PYTHONPATH=path, PATH="/usr/bin:/bin")
     return root, env, tmp_path / "dvc-calls", ids
 
 
@@ -87,6 +94,18 @@ def test_ablate_reuses_the_main_pipeline_with_the_params_defaults(project):
     assert call == ["repro", "pretrain@b4-r8-0", "probe@b4-r8-0", "pretrain@b4-r4-0", "probe@b4-r4-0"]
     written = (root / "reports" / "ablation-b4-r8.md").read_text()
     assert ids["b4r8_b2"] in written and "88.51" in written
+    # the variant's runs, made by the main pipeline, now nest under the ablation's parent run
+    client = MlflowClient()
+    parent_id = client.get_run(ids["b4r8_b2"]).data.tags["mlflow.parentRunId"]
+    assert client.get_run(ids["pretrain_b4r8"]).data.tags["mlflow.parentRunId"] == parent_id
+    parent = client.get_run(parent_id)
+    assert parent.info.run_name == "ablate-b4-r8-quick-s0" and parent.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(parent_id)] == ["ablation-b4-r8.md"]
+    assert "mlflow.parentRunId" not in client.get_run(ids["b4r4_b2"]).data.tags  # the baseline's stay
+    run_rotnet(["ablate"], root, env, timeout=300)  # again: the same parent, no second one
+    assert client.get_run(ids["b4r8_b2"]).data.tags["mlflow.parentRunId"] == parent_id
+    assert len(client.search_runs([parent.info.experiment_id],
+                                  "tags.`rotnet.study` LIKE 'ablation:%'")) == 1
 
 
 def test_ablate_runs_a_variant_outside_the_main_pipeline_as_a_named_experiment(project):
