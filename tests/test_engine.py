@@ -175,3 +175,36 @@ def test_fine_tuning_trains_the_pretrained_blocks_at_a_fraction_of_the_lr():
     optimizer.step()
     scheduler.step()  # the milestone scales both groups alike
     assert lrs() == pytest.approx((0.002, 0.002, 0.02))
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_a_probe_computes_its_frozen_test_features_once_and_scores_the_same(tiny_data):
+    from rotnet.config import RuntimeConfig
+    from rotnet.engine import DeviceData, FrozenTestFeatures, Runtime, Task, evaluate
+
+    torch.manual_seed(0)
+    runtime = Runtime(RuntimeConfig(device="cpu", precision="fp32"))
+    frozen = _Counting(torch.nn.Conv2d(tiny_data.channels, 4, 3, padding=1))
+    head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(4, tiny_data.num_classes))
+    task, data = Task("probe", head, frozen=frozen), DeviceData(tiny_data, runtime.device)
+    uncached = evaluate(task, data, runtime)
+    batches = frozen.calls
+    features = FrozenTestFeatures()
+    assert [evaluate(task, data, runtime, features) for _ in range(3)] == [uncached] * 3
+    assert frozen.calls == 2 * batches  # computed in the first evaluation only
+    torch.nn.init.zeros_(head[2].weight)  # the head changes between epochs; the features do not
+    assert evaluate(task, data, runtime, features) == evaluate(task, data, runtime)
+    over_limit = FrozenTestFeatures(limit_bytes=0)  # too large to keep: computed every time
+    calls = frozen.calls
+    evaluate(task, data, runtime, over_limit), evaluate(task, data, runtime, over_limit)
+    assert frozen.calls == calls + 2 * batches and not over_limit.batches
