@@ -35,7 +35,10 @@ from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.rotations import RotationSet, rotate_batch
 
-EVAL_BATCH = 500
+# Test images per evaluation batch (each in all its rotations for the pretext). A GPU wants
+# big batches; on a CPU activations that stay in cache win: on the 2-core AVX2 EPYC an
+# evaluation of the quick b4-r4 RotNet took 2.6 s at 500, 1.4 s at 64, 1.0 s at 32, 1.0 at 16.
+EVAL_BATCH = {"cuda": 500, "cpu": 32}
 FROZEN_FEATURES_BYTES = 2 ** 30  # a probe keeps its frozen test features up to this size
 CROP_PADDING = 4
 
@@ -78,6 +81,7 @@ class Runtime:
         self.device = torch.device(name)
         self.precision = hardware.resolve_precision(config.precision, self.device)
         self.channels_last = config.channels_last
+        self.eval_batch = EVAL_BATCH.get(self.device.type, EVAL_BATCH["cpu"])
         if config.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -89,7 +93,8 @@ class Runtime:
         """What actually runs (never "auto"): recorded with every run beside its config."""
         return {**hardware.describe(self.device), "precision": self.precision,
                 "channels_last": self.channels_last, "compile": self.config.compile,
-                "deterministic": self.config.deterministic, "world_size": self.world.world_size}
+                "deterministic": self.config.deterministic, "world_size": self.world.world_size,
+                "eval_batch": self.eval_batch}
 
     def autocast(self):
         enabled = self.precision == "bf16"
@@ -223,10 +228,10 @@ def test_predictions(task: Task, data: DeviceData, runtime: Runtime,
     task.model.eval()
     if task.frozen is not None:
         task.frozen.eval()
-    world = runtime.world
-    for start in range(world.rank * EVAL_BATCH, len(data.test_labels), EVAL_BATCH * world.world_size):
-        x, y = make_inputs(task, data.test_images[start:start + EVAL_BATCH],
-                           data.test_labels[start:start + EVAL_BATCH], data, runtime)
+    world, size = runtime.world, runtime.eval_batch
+    for start in range(world.rank * size, len(data.test_labels), size * world.world_size):
+        x, y = make_inputs(task, data.test_images[start:start + size],
+                           data.test_labels[start:start + size], data, runtime)
         with runtime.autocast():
             if task.frozen is not None and frozen_features is not None:
                 predicted = task.model(frozen_features(task.frozen, x, start)).argmax(1)

@@ -208,3 +208,22 @@ def test_a_probe_computes_its_frozen_test_features_once_and_scores_the_same(tiny
     calls = frozen.calls
     evaluate(task, data, runtime, over_limit), evaluate(task, data, runtime, over_limit)
     assert frozen.calls == calls + 2 * batches and not over_limit.batches
+
+
+def test_the_evaluation_batch_follows_the_device_and_not_the_accuracy(tiny_data):
+    from rotnet.config import RuntimeConfig
+    from rotnet.engine import EVAL_BATCH, DeviceData, Runtime, Task, evaluate
+    from rotnet.models import NINClassifier
+    from rotnet.rotations import rotation_set
+
+    runtime = Runtime(RuntimeConfig(device="cpu", precision="fp32"))
+    assert runtime.eval_batch == EVAL_BATCH["cpu"] < EVAL_BATCH["cuda"]
+    assert runtime.describe()["eval_batch"] == EVAL_BATCH["cpu"]  # logged as resolved.eval_batch
+    torch.manual_seed(0)
+    model = NINClassifier(2, 4, tiny_data.channels, 0.125)
+    task, data = Task("pretrain", model, rotations=rotation_set("4")), DeviceData(tiny_data, "cpu")
+    accuracies = []
+    for size in (5, 500):  # 32 test images: seven batches, then one
+        runtime.eval_batch = size
+        accuracies.append(evaluate(task, data, runtime))
+    assert accuracies[0] == pytest.approx(accuracies[1])
