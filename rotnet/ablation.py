@@ -18,6 +18,7 @@ from rotnet.registry import BASELINE, PROBES, ROTATION_SETS, VARIANTS, baseline_
 from rotnet.repro import DVC
 from rotnet.report import PAPER, Run, expected_fingerprint, finished_runs, latest
 from rotnet.stage_io import ablation_study, with_variant
+from rotnet.tracking import Tracker
 
 ABLATION_PIPELINE = "ablation/dvc.yaml"
 REPORTS = Path("reports")
@@ -35,25 +36,27 @@ def main_pipeline_stages(variant: str, seed: int = 0) -> list[str]:
     return own + [stage for stage in baseline_stages(seed) if stage not in own]
 
 
-def repro_command(variant: str) -> list[str]:
-    return [*DVC, "repro", *main_pipeline_stages(variant)]
+def repro_command(variant: str, seed: int = 0) -> list[str]:
+    return [*DVC, "repro", *main_pipeline_stages(variant, seed)]
 
 
-def experiment_command(blocks: int, rotations: str, name: str, queue: bool = False) -> list[str]:
+def experiment_command(blocks: int, rotations: str, name: str, queue: bool = False,
+                       seed: int = 0) -> list[str]:
     """`dvc exp run` of ablation/dvc.yaml for a variant outside the main DAG, plus the
     baseline's main-pipeline stages (up to date ones are skipped)."""
     command = [*DVC, "exp", "run", "-n", name, "-S", f"ablation.blocks={blocks}",
-               "-S", f"ablation.rotations='{rotations}'", ABLATION_PIPELINE, *baseline_stages()]
+               "-S", f"ablation.rotations='{rotations}'", ABLATION_PIPELINE, *baseline_stages(seed)]
     at = len(DVC) + 2  # after `dvc exp run`
     return command[:at] + ["--queue"] + command[at:] if queue else command
 
 
-def dvc_command(variant: str, queue: bool = False) -> list[str]:
-    """How DVC runs `variant`: reproduced in the main pipeline, else as a named experiment."""
+def dvc_command(variant: str, queue: bool = False, seed: int = 0) -> list[str]:
+    """How DVC runs `variant` (the main pipeline's stages of `seed`, params' runtime.seed):
+    reproduced in the main pipeline, else as a named experiment."""
     if in_main_pipeline(variant):
-        return repro_command(variant)
+        return repro_command(variant, seed)
     blocks, rotations = parse_variant(variant)
-    return experiment_command(blocks, rotations, experiment_name(variant), queue)
+    return experiment_command(blocks, rotations, experiment_name(variant), queue, seed)
 
 
 def existing_experiment_names() -> set[str]:
@@ -189,8 +192,8 @@ def gather_runs(config: Config, variant: str, rows: list[Row], table: Path) -> s
     """Nest the variant's runs (its probes and their pretraining) under the ablation's MLflow
     parent run and attach the table there. The ablation stage's runs are already nested; a
     main-pipeline variant's were made by `dvc repro`, outside any parent. None: no runs."""
-    from rotnet.tracking import Tracker
-
+    if variant == BASELINE:  # its runs belong to the whole study (Tables 1-3, Figure 5)
+        return None
     probes = [row.ours for row in rows if row.ours]
     ids = {r.run_id for r in probes} | {r.tags["pretrain_run_id"] for r in probes
                                          if r.tags.get("pretrain_run_id")}

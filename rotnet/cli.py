@@ -257,7 +257,7 @@ def ablate(
     config = stage_config()
     variant = variant_name(blocks or config.ablation.blocks, rotations or config.ablation.rotations)
     parse_variant(variant)  # an unknown variant: exit 2 before DVC starts
-    command = ablation.dvc_command(variant, queue)
+    command = ablation.dvc_command(variant, queue, config.runtime.seed)
     console.print("$ " + " ".join(command), highlight=False, soft_wrap=True)
     if subprocess.run(command).returncode != 0:
         raise RotnetError("the DVC run failed (see its output above)")
@@ -267,9 +267,13 @@ def ablate(
     Console().print(ablation.rich_table(config, rows, variant, BASELINE))
     table = ablation.write_markdown(config, rows, variant)
     console.print(f"wrote {table}")
-    parent = ablation.gather_runs(config, variant, rows, table)
-    if parent:
-        console.print(f"MLflow: the variant's runs and the table under parent run {parent}")
+    try:
+        parent = ablation.gather_runs(config, variant, rows, table)
+    except RotnetError as err:  # the table is written; only its MLflow grouping is missing
+        console.print(f"warning: runs not grouped in MLflow: {err}", highlight=False)
+    else:
+        if parent:
+            console.print(f"MLflow: the variant's runs and the table under parent run {parent}")
 
 
 @app.command("params")

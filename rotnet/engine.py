@@ -275,7 +275,9 @@ def make_optimizer(model: nn.Module, optim: OptimConfig, lr_scales=()):
     for p in model.parameters():
         if p.requires_grad:
             groups.setdefault(scaled.get(id(p), 1.0), []).append(p)
-    params = [{"params": ps, "lr": optim.lr * factor} for factor, ps in groups.items()]
+    # the unscaled group first: param_groups[0]["lr"] is the schedule's lr, the one logged
+    params = [{"params": groups[factor], "lr": optim.lr * factor}
+              for factor in sorted(groups, key=lambda factor: factor != 1.0)]
     optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum,
                                 nesterov=optim.nesterov, weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, optim.milestones, gamma=optim.lr_decay)

@@ -26,6 +26,7 @@ from typing import Callable
 # DVC of this interpreter: found even where its bin/ is not on PATH (e.g. `.venv/bin/rotnet`)
 DVC = [sys.executable, "-m", "dvc"]
 
+
 def stage_graph(dvcfile: str = "dvc.yaml") -> dict[str, set[str]]:
     """Each stage of `dvcfile` with the stages of the same file it depends on."""
     from dvc.repo import Repo  # the library imports without DVC; only this command needs it

@@ -102,6 +102,9 @@ def test_ablate_reuses_the_main_pipeline_with_the_params_defaults(project):
     assert parent.info.run_name == "ablate-b4-r8-quick-s0" and parent.info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(parent_id)] == ["ablation-b4-r8.md"]
     assert "mlflow.parentRunId" not in client.get_run(ids["b4r4_b2"]).data.tags  # the baseline's stay
+    baseline_rows = ablation.comparison_rows(CONFIG, "b4-r4")
+    assert ablation.gather_runs(CONFIG, "b4-r4", baseline_rows, root / "t.md") is None
+    assert "mlflow.parentRunId" not in client.get_run(ids["b4r4_b2"]).data.tags
     run_rotnet(["ablate"], root, env, timeout=300)  # again: the same parent, no second one
     assert client.get_run(ids["b4r8_b2"]).data.tags["mlflow.parentRunId"] == parent_id
     assert len(client.search_runs([parent.info.experiment_id],

@@ -229,6 +229,15 @@ def test_dumped_params_read_back_to_the_same_config(tmp_path, profile):
     assert Config.from_dict(read_params(path)) == config
 
 
+def test_the_params_file_states_every_key():
+    """params.yaml has every key of the config (a new one shows in `dvc params diff` and takes
+    `-S`); its values may be any profile's or a user's."""
+    from helpers import ROOT
+    from rotnet.checkpoint import flatten
+
+    assert set(flatten(read_params(ROOT / "params.yaml"))) == set(flatten(Config().to_dict()))
+
+
 def test_figure5b_supervised_nin_trains_as_the_supervised_baseline_in_the_paper_profile():
     config = Config()
     supervised, rotnet_conv = config.semisup_optim("supervised"), config.semisup_optim("conv")

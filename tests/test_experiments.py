@@ -179,6 +179,13 @@ def test_fine_tuning_changes_the_backbone_weights(tmp_path, make_config, tiny_pr
     assert not torch.equal(saved["model"]["0.0.0.weight"],
                            pretrained_weights["backbone.blocks.0.0.weight"])
     assert result.metrics["epochs"] == 1
+    # the head at the schedule's lr (logged), the pretrained blocks at lr × backbone_lr_scale
+    config = make_config()
+    head_group, trunk_group = saved["optimizer"]["param_groups"]
+    scale = config.finetune.backbone_lr_scale
+    assert 0 < scale < 1 and trunk_group["initial_lr"] == pytest.approx(scale * head_group["initial_lr"])
+    assert head_group["initial_lr"] == config.finetune.optim.lr == result.history[0]["lr"]
+    assert len(trunk_group["params"]) == len(list(backbone.module.truncated(2).parameters()))
 
 
 def test_probe_lineage_points_at_the_pretraining(tmp_path, make_config, tiny_pretrained,
