@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rotnet.config import Config
-from rotnet.registry import BASELINE, PROBES, ROTATION_SETS, VARIANTS, baseline_stages, parse_variant
+from rotnet.errors import RotnetError
+from rotnet.registry import (BASELINE, ROTATION_SETS, VARIANTS, baseline_stages, parse_variant,
+                             probe_blocks, variant_name)
 from rotnet.repro import DVC
 from rotnet.report import PAPER, Run, expected_fingerprint, finished_runs, latest
-from rotnet.stage_io import ablation_study, with_variant
+from rotnet.stage_io import ablation_study, stage_config
 from rotnet.tracking import Tracker
 
 ABLATION_PIPELINE = "ablation/dvc.yaml"
@@ -44,10 +46,9 @@ def experiment_command(blocks: int, rotations: str, name: str, queue: bool = Fal
                        seed: int = 0) -> list[str]:
     """`dvc exp run` of ablation/dvc.yaml for a variant outside the main DAG, plus the
     baseline's main-pipeline stages (up to date ones are skipped)."""
-    command = [*DVC, "exp", "run", "-n", name, "-S", f"ablation.blocks={blocks}",
-               "-S", f"ablation.rotations='{rotations}'", ABLATION_PIPELINE, *baseline_stages(seed)]
-    at = len(DVC) + 2  # after `dvc exp run`
-    return command[:at] + ["--queue"] + command[at:] if queue else command
+    return [*DVC, "exp", "run", *(["--queue"] if queue else []), "-n", name,
+            "-S", f"ablation.blocks={blocks}", "-S", f"ablation.rotations='{rotations}'",
+            ABLATION_PIPELINE, *baseline_stages(seed)]
 
 
 def dvc_command(variant: str, queue: bool = False, seed: int = 0) -> list[str]:
@@ -105,12 +106,12 @@ def paper_value(variant: str, block: int) -> float | None:
     return PAPER["table2"].get(variant) if block == 2 else None
 
 
-def probed_blocks(config: Config, variant: str) -> list[int]:
+def probed_blocks(variant: str) -> list[int]:
     """The blocks `rotnet ablate` probes: those dvc.yaml probes for a main-pipeline variant
     (block 2 of a rotation variant, as in Table 2), else every block (ablation/dvc.yaml)."""
     if in_main_pipeline(variant):
-        return sorted(block for v, block in PROBES.values() if v == variant)
-    return list(range(1, with_variant(config, variant).pretrain.blocks + 1))
+        return sorted(probe_blocks(variant))
+    return list(range(1, parse_variant(variant)[0] + 1))
 
 
 def comparison_rows(config: Config, variant: str, baseline: str = BASELINE) -> list[Row]:
@@ -124,7 +125,7 @@ def comparison_rows(config: Config, variant: str, baseline: str = BASELINE) -> l
         return latest(runs, fingerprint=expected_fingerprint(config, want), **want)
 
     pairs = {block: (run_of(variant, block), run_of(baseline, block))
-             for block in probed_blocks(config, variant)}
+             for block in probed_blocks(variant)}
     # A probe run logs one accuracy per class, and every row classifies the same classes.
     classes = next((len(r.per_class) for pair in pairs.values() for r in pair if r and r.per_class), 0)
     return [Row(f"block {block}", 100 / classes if classes else None, ours,
@@ -146,12 +147,10 @@ def _cells(row: Row, id_length: int = 32) -> list[str]:
 
 
 def title(config: Config, variant: str, baseline: str) -> str:
-    rotations = with_variant(config, variant).pretrain.rotations
+    chance = [100 / len(ROTATION_SETS[parse_variant(v)[1]]) for v in (variant, baseline)]
     return (f"{variant} vs {baseline}: non-linear probe (object classification) test accuracy, "
             f"%, final epoch ({config.data.dataset}, {config.profile}); pretext chance "
-            f"{100 / len(ROTATION_SETS[rotations]):.1f}% vs "
-            f"{100 / len(ROTATION_SETS[with_variant(config, baseline).pretrain.rotations]):.1f}%, "
-            "not compared")
+            f"{chance[0]:.1f}% vs {chance[1]:.1f}%, not compared")
 
 
 def header(variant: str, baseline: str) -> list[str]:
@@ -198,3 +197,33 @@ def gather_runs(config: Config, variant: str, rows: list[Row], table: Path) -> s
     ids = {r.run_id for r in probes} | {r.tags["pretrain_run_id"] for r in probes
                                          if r.tags.get("pretrain_run_id")}
     return Tracker().gather(ablation_study(config, variant), sorted(ids), table) if ids else None
+
+
+def run(blocks: int | None, rotations: str | None, queue: bool, console) -> None:
+    """`rotnet ablate`: the variant (params.yaml's `ablation` unless given) through DVC, then
+    its table (printed, written under reports/) and its runs grouped in MLflow; `console`
+    prints the progress lines."""
+    from rich.console import Console
+
+    if not Path(ABLATION_PIPELINE).exists():
+        raise RotnetError("run `rotnet ablate` from the project root (ablation/dvc.yaml not found)")
+    config = stage_config()
+    variant = variant_name(blocks or config.ablation.blocks, rotations or config.ablation.rotations)
+    parse_variant(variant)  # an unknown variant: exit 2 before DVC starts
+    command = dvc_command(variant, queue, config.runtime.seed)
+    console.print("$ " + " ".join(command), highlight=False, soft_wrap=True)
+    if subprocess.run(command).returncode != 0:
+        raise RotnetError("the DVC run failed (see its output above)")
+    if queue and not in_main_pipeline(variant):
+        return
+    rows = comparison_rows(config, variant, BASELINE)
+    Console().print(rich_table(config, rows, variant, BASELINE))
+    table = write_markdown(config, rows, variant)
+    console.print(f"wrote {table}")
+    try:
+        parent = gather_runs(config, variant, rows, table)
+    except RotnetError as err:  # the table is written; only its MLflow grouping is missing
+        console.print(f"warning: runs not grouped in MLflow: {err}", highlight=False)
+    else:
+        if parent:
+            console.print(f"MLflow: the variant's runs and the table under parent run {parent}")

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rotnet.registry import rotation_set_label
-from rotnet.report import ReportData, scored_images
-from rotnet.spread import SE_MULTIPLE, Spread, beyond_spread, margin, spread_of
+from rotnet.report import ROTNET_CONV, SUPERVISED, ReportData, runs_spread
+from rotnet.spread import SE_MULTIPLE, Spread, beyond_spread, margin
 
 HOLDS, FAILS, WITHIN, NOT_RUN = "holds", "does not hold", "within spread", "not run"
-SUPERVISED, ROTNET_CONV = "supervised NIN", "RotNet + conv (block 2)"  # Figure 5b series
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,7 @@ def conv_beats_supervised_with_few_labels(data: ReportData) -> list[Comparison]:
         a, b = (series.get(name, []) for name in (ROTNET_CONV, SUPERVISED))
         comparisons.append(Comparison(f"{ROTNET_CONV}, {k:g} per class",
                                       f"{SUPERVISED}, {k:g} per class",
-                                      spread_of([r.value for r in a], scored_images(a)),
-                                      spread_of([r.value for r in b], scored_images(b))))
+                                      runs_spread(a), runs_spread(b)))
     return comparisons
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -246,34 +246,9 @@ def ablate(
     (`dvc repro`, up-to-date stages skipped); any other runs as a DVC experiment named after it.
 
     Example: `rotnet ablate --rotations 8`"""
-    import subprocess
-
     from rotnet import ablation
-    from rotnet.registry import BASELINE, parse_variant, variant_name
-    from rotnet.stage_io import stage_config
 
-    if not Path(ablation.ABLATION_PIPELINE).exists():
-        raise RotnetError("run `rotnet ablate` from the project root (ablation/dvc.yaml not found)")
-    config = stage_config()
-    variant = variant_name(blocks or config.ablation.blocks, rotations or config.ablation.rotations)
-    parse_variant(variant)  # an unknown variant: exit 2 before DVC starts
-    command = ablation.dvc_command(variant, queue, config.runtime.seed)
-    console.print("$ " + " ".join(command), highlight=False, soft_wrap=True)
-    if subprocess.run(command).returncode != 0:
-        raise RotnetError("the DVC run failed (see its output above)")
-    if queue and not ablation.in_main_pipeline(variant):
-        return
-    rows = ablation.comparison_rows(config, variant, BASELINE)
-    Console().print(ablation.rich_table(config, rows, variant, BASELINE))
-    table = ablation.write_markdown(config, rows, variant)
-    console.print(f"wrote {table}")
-    try:
-        parent = ablation.gather_runs(config, variant, rows, table)
-    except RotnetError as err:  # the table is written; only its MLflow grouping is missing
-        console.print(f"warning: runs not grouped in MLflow: {err}", highlight=False)
-    else:
-        if parent:
-            console.print(f"MLflow: the variant's runs and the table under parent run {parent}")
+    ablation.run(blocks, rotations, queue, console)
 
 
 @app.command("params")

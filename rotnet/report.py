@@ -19,6 +19,7 @@ exist), and figures.md says the same.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ from rotnet.errors import RotnetError
 from rotnet.spread import Spread, spread_of
 from rotnet.registry import BASELINE, parse_variant, rotation_set_label
 from rotnet.stage_io import with_seed, with_variant
+
+# The figure series (the names in runs.json, figures.md and the claims)
+SNAPSHOT_PROBE, SNAPSHOT_ROTATION = "non-linear probe on block 2", "rotation prediction (snapshot)"
+ROTNET_CONV, SUPERVISED = "RotNet + conv (block 2)", "supervised NIN"
 
 PAPER_DATASET = "cifar10"  # the data set of every number in PAPER
 # The paper's CIFAR-10 test accuracies (%): Tables 1-3 of Gidaris, Singh, Komodakis,
@@ -89,9 +94,9 @@ class Cell:
     def fingerprints(self) -> list[str]:
         return [r.fingerprint for r in self.replicates]
 
-    @property
+    @functools.cached_property
     def spread(self) -> Spread | None:
-        return spread_of([r.value for r in self.runs], scored_images(self.runs))
+        return runs_spread(self.runs)
 
     @property
     def value(self) -> float | None:
@@ -101,6 +106,11 @@ class Cell:
     @property
     def diff(self) -> float | None:
         return None if self.value is None or self.paper is None else self.value - self.paper
+
+
+def runs_spread(runs: list[Run]) -> Spread | None:
+    """Mean, sd and test-set SE of the runs' final accuracies (None: no runs)."""
+    return spread_of([r.value for r in runs], scored_images(runs))
 
 
 def scored_images(runs: list[Run]) -> int | None:
@@ -284,15 +294,19 @@ def collect(config: Config) -> ReportData:
     """The run behind every table cell and figure point of the protocol `config` states
     (cells may have none)."""
     runs = finished_runs(config.profile, config.data.dataset)
+    by_fingerprint: dict[str, list[Run]] = {}  # a cell's runs are found among its fingerprint's
+    for run in runs:
+        by_fingerprint.setdefault(run.tags.get("fingerprint"), []).append(run)
+    seeded = {seed: with_seed(config, seed) for seed in config.seeds}
     cells = []
     for table, row, column, paper, want in table_specs():
         replicates = []
-        for seed in config.seeds:
-            fingerprint = expected_fingerprint(with_seed(config, seed), want)
+        for seed, seed_config in seeded.items():
+            fingerprint = expected_fingerprint(seed_config, want)
             replicates.append(Replicate(seed, fingerprint, latest(
-                runs, figure5=None, fingerprint=fingerprint, **want)))
+                by_fingerprint.get(fingerprint, []), figure5=None, fingerprint=fingerprint, **want)))
         cells.append(Cell(table, row, column, paper, tuple(replicates)))
-    points = [p for seed in config.seeds for p in figure_points(with_seed(config, seed), runs)]
+    points = [p for seed_config in seeded.values() for p in figure_points(seed_config, runs)]
     return ReportData(config.profile, config.data.dataset, tracking.tracking_uri(), cells, points)
 
 
@@ -304,15 +318,14 @@ def figure_points(config: Config, runs: list[Run]) -> list[Point]:
     snaps = latest_by(runs, "snapshot_epoch", lambda epoch: expected_fingerprint(
         config, probe_on_snapshot, snapshot_epoch=epoch), figure5="snapshots", **probe_on_snapshot)
     for epoch, run in snaps.items():
-        points.append(Point("figure5a", "non-linear probe on block 2", epoch, run.value, run))
+        points.append(Point("figure5a", SNAPSHOT_PROBE, epoch, run.value, run))
         try:  # the snapshot's own rotation accuracy, recorded as a tag by the snapshot probe
             rotation = float(run.tags["snapshot_rotation_acc"])
         except (KeyError, ValueError):
             continue
-        points.append(Point("figure5a", "rotation prediction (snapshot)", epoch, rotation, run))
-    for series, want in (("RotNet + conv (block 2)", {"method": "conv", "block": "2",
-                                                      "variant": BASELINE}),
-                         ("supervised NIN", {"task": "supervised"})):
+        points.append(Point("figure5a", SNAPSHOT_ROTATION, epoch, rotation, run))
+    for series, want in ((ROTNET_CONV, {"method": "conv", "block": "2", "variant": BASELINE}),
+                         (SUPERVISED, {"task": "supervised"})):
         def fingerprint_at(k: int, want=want) -> str | None:
             return (expected_fingerprint(config, want, subset_per_class=k)
                     if k in config.semisup.per_class else None)
@@ -333,4 +346,4 @@ def whole_set_supervised_point(config: Config, runs: list[Run]) -> list[Point]:
     per_class, rest = divmod(int(run.tags["train_images"]), int(run.tags["num_classes"]))
     if rest or per_class not in config.semisup.per_class:
         return []
-    return [Point("figure5b", "supervised NIN", per_class, run.value, run)]
+    return [Point("figure5b", SUPERVISED, per_class, run.value, run)]

@@ -12,7 +12,8 @@ from pathlib import Path
 from rotnet import claims, figures, protocol, tracking
 from rotnet.checkpoint import atomic_write
 from rotnet.registry import BASELINE, BASELINE_ROTATIONS, ROTATION_SETS
-from rotnet.report import PAPER, PAPER_DATASET, Cell, ReportData, Run
+from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SNAPSHOT_ROTATION,
+                           SUPERVISED, Cell, ReportData, Run)
 
 UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -227,8 +228,8 @@ def runs_json(data: ReportData, ui: str) -> str:
 # CIFAR10 training dataset" (Gidaris et al., ICLR 2018, Sec. 3.1), so there the paper's
 # values are its Table 3 rows; the paper gives no other Figure 5b value in its text.
 PAPER_FULL_SET_PER_CLASS = 5000
-PAPER_FIGURE5B = {"RotNet + conv (block 2)": PAPER["table3"]["conv"],
-                  "supervised NIN": PAPER["table3"]["supervised"]}  # at K = 5000
+# at K = 5000
+PAPER_FIGURE5B = {ROTNET_CONV: PAPER["table3"]["conv"], SUPERVISED: PAPER["table3"]["supervised"]}
 
 
 def paper_marks_apply(data: ReportData) -> bool:
@@ -266,8 +267,8 @@ def class_count(data: ReportData) -> int | None:
 def figure5a_png(data: ReportData, context: str) -> bytes:
     """Figure 5a of `data`; the paper's fully pretrained values (Table 1's block 2, Table 3's
     supervised NIN) are marked at the last snapshot, our fully pretrained one."""
-    rotation = series_values(data, "figure5a", "rotation prediction (snapshot)")
-    probe = series_values(data, "figure5a", "non-linear probe on block 2")
+    rotation = series_values(data, "figure5a", SNAPSHOT_ROTATION)
+    probe = series_values(data, "figure5a", SNAPSHOT_PROBE)
     supervised = data.cell("table3", "Supervised NIN").value
     last = max((x for x, _ in rotation + probe), default=None)
     paper = [] if last is None or not paper_marks_apply(data) else [
@@ -281,12 +282,12 @@ def figure5a_png(data: ReportData, context: str) -> bytes:
 
 def figure5b_png(data: ReportData, context: str) -> bytes:
     k = PAPER_FULL_SET_PER_CLASS
-    colors = {"RotNet + conv (block 2)": "tab:blue", "supervised NIN": "tab:red"}
+    colors = {ROTNET_CONV: "tab:blue", SUPERVISED: "tab:red"}
     paper = [figures.Mark(f"paper: {series.removesuffix(' (block 2)')} at {k}", k, value,
                           colors[series]) for series, value in PAPER_FIGURE5B.items()
              if paper_marks_apply(data)]
-    return figures.figure5b(series_values(data, "figure5b", "RotNet + conv (block 2)"),
-                            series_values(data, "figure5b", "supervised NIN"), context,
+    return figures.figure5b(series_values(data, "figure5b", ROTNET_CONV),
+                            series_values(data, "figure5b", SUPERVISED), context,
                             classes=class_count(data), paper=paper)
 
 

@@ -11,8 +11,6 @@ import contextlib
 import fcntl
 import os
 import re
-import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from pathlib import Path
 
 from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
+from rotnet.provenance import git_commit, project_root, source_name, source_tags  # noqa: F401
 
 EXPERIMENT = "rotnet"
 CLASS_METRIC_PREFIX = "test_acc_class_"  # + class name: a classifier's final per-class accuracy
@@ -50,46 +49,8 @@ def experiment_id(experiment: str = EXPERIMENT) -> str | None:
     return found.experiment_id if found is not None else None
 
 
-def project_root() -> Path:
-    """ROTNET_HOME, else the source checkout this package lives in, else the cwd."""
-    if os.environ.get("ROTNET_HOME"):
-        return Path(os.environ["ROTNET_HOME"]).resolve()
-    checkout = Path(__file__).resolve().parents[1]
-    return checkout if (checkout / "pyproject.toml").exists() else Path.cwd().resolve()
-
-
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or project_root(),
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-def source_name(argv: list[str] | None = None) -> str:
-    """What started a run, for MLflow's `mlflow.source.name`: a script by its path in the
-    project (`stages/pretrain.py`), the CLI by its command (`rotnet pretrain`)."""
-    argv = argv or sys.argv
-    program = Path(argv[0]).absolute()
-    if program.name == "rotnet" and len(argv) > 1:
-        return f"rotnet {argv[1]}"
-    try:
-        return str(program.relative_to(project_root()))
-    except ValueError:
-        return program.name
-
-
-def source_tags(commit: str) -> dict[str, str]:
-    """MLflow's standard source tags (shown in the run page's header)."""
-    tags = {"mlflow.source.name": source_name()}
-    if commit != "unknown":
-        tags["mlflow.source.git.commit"] = commit
-    return tags
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, str]:
@@ -162,10 +123,12 @@ class Tracker:
     """One MLflow run: params, tags, per-epoch metrics, final status."""
 
     def __init__(self, experiment: str = EXPERIMENT, tags: dict[str, str] | None = None,
-                 study: Study | None = None):
+                 study: Study | None = None, parent_run_id: str | None = None):
         self.experiment = experiment
         self.tags = dict(tags or {})  # added to every run this tracker starts (e.g. the DVC stage)
-        self.study = study  # the runs this tracker starts nest under the study's parent run
+        # The runs this tracker starts nest under the study's parent run, or under parent_run_id.
+        self.study = study
+        self.parent_run_id = parent_run_id
         self.study_run_id: str | None = None
         self.run_id: str | None = None
         self._client = None
@@ -173,6 +136,13 @@ class Tracker:
     def nest_under(self, study: Study) -> "Tracker":
         self.study = study
         return self
+
+    def child(self, tags: dict[str, str]) -> "Tracker":
+        """A tracker whose runs nest under this one's run (an Optuna study's trials), on the
+        same MLflow connection."""
+        child = Tracker(self.experiment, tags={**self.tags, **tags}, parent_run_id=self.run_id)
+        child._client = self._client
+        return child
 
     @property
     def client(self):
@@ -207,11 +177,13 @@ class Tracker:
                                         tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
-              resume_run_id: str | None = None, parent_run_id: str | None = None) -> str:
+              resume_run_id: str | None = None) -> str:
         client = self.client
         tags = {**self.tags, **tags}
         if self.study:  # opened here, after the run's input was checked: no empty parents
             tags[PARENT_TAG] = self.study_run_id = self._open_study(self.study)
+        elif self.parent_run_id:
+            tags[PARENT_TAG] = self.parent_run_id
         if resume_run_id and self._exists(resume_run_id):
             self.run_id = resume_run_id
             client.update_run(resume_run_id, status="RUNNING")
@@ -220,8 +192,6 @@ class Tracker:
             return resume_run_id
         commit = git_commit()
         all_tags = {"mlflow.runName": run_name, "git_commit": commit, **source_tags(commit), **tags}
-        if parent_run_id:
-            all_tags[PARENT_TAG] = parent_run_id
         run = client.create_run(self._experiment_id(), run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
         from mlflow.entities import Param
@@ -342,7 +312,10 @@ class NullTracker(Tracker):
     def log_missing_epochs(self, history) -> None:
         pass
 
-    def start(self, run_name, params, tags, resume_run_id=None, parent_run_id=None) -> str:
+    def child(self, tags) -> "Tracker":
+        return self
+
+    def start(self, run_name, params, tags, resume_run_id=None) -> str:
         self.run_id = resume_run_id or ""
         return self.run_id
 

@@ -33,8 +33,9 @@ from typing import Callable
 from rotnet.config import Config, OptimConfig
 from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
+from rotnet.provenance import project_root
 from rotnet.registry import variant_name
-from rotnet.tracking import NullTracker, Tracker, flatten, project_root
+from rotnet.tracking import Tracker, flatten
 
 TARGETS = ("probe", "pretrain")
 TUNE_EXPERIMENT = "rotnet-tune"
@@ -153,19 +154,6 @@ def write_params(path: str | Path, target: str, params: dict) -> None:
         raise RotnetError(f"cannot update {path}: {str(err).splitlines()[0]}") from None
     Config.from_dict(yaml.safe_load(new_text))  # never write a params file the pipeline rejects
     atomic_write_text(path, new_text)
-
-
-class _TrialTracker(Tracker):
-    """A Tracker whose runs are nested under the study run (sharing its MLflow client)."""
-
-    def __init__(self, parent: Tracker, tags: dict):
-        super().__init__(parent.experiment, tags={**parent.tags, **tags})
-        self._client = parent._client
-        self.parent_run_id = parent.run_id
-
-    def start(self, run_name, params, tags, resume_run_id=None, parent_run_id=None) -> str:
-        return super().start(run_name, params, tags, resume_run_id=resume_run_id,
-                             parent_run_id=parent_run_id or self.parent_run_id)
 
 
 def _check_request(target: str, n_trials: int, epochs_range: tuple[int, int]) -> None:
@@ -319,11 +307,9 @@ class _Objective:
         trial.set_user_attr("milestones", optim.milestones)
         trial_dir = self.trials_root / f"trial-{trial.number:04d}"
         shutil.rmtree(trial_dir, ignore_errors=True)  # a new trial number is a new run
-        trial_tracker = self.study_tracker
-        if not isinstance(self.study_tracker, NullTracker):  # tracking off: nothing to nest
-            trial_tracker = _TrialTracker(self.study_tracker, {
-                "optuna.study": self.study_name, "optuna.trial": str(trial.number),
-                "split": "validation"})
+        trial_tracker = self.study_tracker.child({
+            "optuna.study": self.study_name, "optuna.trial": str(trial.number),
+            "split": "validation"})
         try:
             result = self._train(trial, optim, trial_dir, trial_tracker)
         except StopRun:

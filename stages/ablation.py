@@ -16,18 +16,19 @@ def main(out, metrics):
     variant = variant_name(config.ablation.blocks, config.ablation.rotations)
     config = with_variant(config, variant)
     tracker = stage_tracker("ablation").nest_under(ablation_study(config, variant))
+    data = experiments.load_dataset(config)  # once for the pretraining and every probe
     results = {}
     with stage_outputs(out) as out_dir:
         out_dir = out_dir / variant
         with progress_hooks(f"ablation {variant} pretrain") as hooks:
             results["pretrain"] = experiments.pretrain(config, out_dir / "pretrain",
-                                                       tracker=tracker, hooks=hooks)
+                                                       tracker=tracker, hooks=hooks, data=data)
         backbone = experiments.load_backbone(out_dir / "pretrain" / "checkpoint.pt")
         for block in range(1, config.ablation.blocks + 1):
             with progress_hooks(f"ablation {variant} probe block {block}") as hooks:
                 results[f"block{block}"] = experiments.probe(
                     config, backbone, head="nonlinear", block=block, hooks=hooks,
-                    out_dir=out_dir / f"probe-block{block}", tracker=tracker)
+                    out_dir=out_dir / f"probe-block{block}", tracker=tracker, data=data)
     for name, result in results.items():
         write_run_metrics(Path(metrics) / f"{name}.json", result)
 

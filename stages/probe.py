@@ -14,15 +14,16 @@ from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_track
 
 def main(variant, seed, pretrain_dir, out, metrics, plots):
     config = stage_config(seed)
+    stage = f"probe@{variant}-{seed}"
+    tracker, data = stage_tracker(stage), experiments.load_dataset(config)  # once for every block
     backbone = experiments.load_backbone(Path(pretrain_dir) / "checkpoint.pt")
     results = {}
     with stage_outputs(out) as out_dir:
         for block in probe_blocks(variant):
-            stage = f"probe@{variant}-{seed} block{block}"
-            with progress_hooks(stage) as hooks:
+            with progress_hooks(f"{stage} block{block}") as hooks:
                 results[block] = experiments.probe(
                     config, backbone, head="nonlinear", block=block, out_dir=out_dir / f"block{block}",
-                    hooks=hooks, tracker=stage_tracker(f"probe@{variant}-{seed}"))
+                    hooks=hooks, tracker=tracker, data=data)
     for block, result in results.items():
         write_run_metrics(Path(metrics) / f"block{block}.json", result)
         write_history_csv(Path(plots) / f"block{block}.csv", result.history)

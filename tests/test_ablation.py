@@ -141,9 +141,9 @@ def test_the_ablation_stage_gives_dvc_nothing_to_restore_before_it_runs():
 
 
 def test_a_main_pipeline_rotation_variant_is_compared_on_the_blocks_dvc_yaml_probes(runs):
-    assert ablation.probed_blocks(CONFIG, "b4-r8") == [2]  # Table 2: block 2
-    assert ablation.probed_blocks(CONFIG, "b4-r4") == [1, 2, 3, 4]
-    assert ablation.probed_blocks(CONFIG, "b3-r8") == [1, 2, 3]  # ablation/dvc.yaml: all
+    assert ablation.probed_blocks("b4-r8") == [2]  # Table 2: block 2
+    assert ablation.probed_blocks("b4-r4") == [1, 2, 3, 4]
+    assert ablation.probed_blocks("b3-r8") == [1, 2, 3]  # ablation/dvc.yaml: all
     [row] = ablation.comparison_rows(CONFIG, "b4-r8")
     assert row.label == "block 2" and row.chance == 10.0
     rows = ablation.comparison_rows(CONFIG, "b3-r8")  # outside dvc.yaml: every block
