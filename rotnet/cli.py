@@ -18,12 +18,13 @@ from rich.console import Console
 from rotnet import __version__
 from rotnet.cli_options import (PAPER, RunOptions, checkpoint_file, choice_option, from_profile,
                                 run_options)
-from rotnet.config import DATASETS, PROFILES
+from rotnet.config import DATASETS, PRECISIONS, PROFILES
 from rotnet.errors import RotnetError
 from rotnet.protocol import RANDOM_VARIANTS
 from rotnet.registry import BLOCK_CHOICES, HEADS, ROTATION_SETS, rotation_set_help
 from rotnet.tune import TARGETS as TUNE_TARGETS
 
+REPORTED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what it resolves to
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -212,16 +213,20 @@ def report(
     dataset: Optional[str] = choice_option(None, "--dataset", DATASETS, "Override the data set."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when a table cell has no run "
                                 "of the protocol."),
+    precision: Optional[str] = choice_option(None, "--precision", REPORTED_PRECISIONS, "Report the "
+                                             "runs of this precision (default: what the params' "
+                                             "runtime.precision resolves to on this machine)."),
 ):
-    """Write Tables 1-3 and Figure 5a/5b from the MLflow store only, each cell from a run of
-    the protocol the params state (its fingerprint), never another.
+    """Write Tables 1-3, Figure 5a/5b and the paper's claims from the MLflow store only, each
+    cell from runs of the protocol the params state (its fingerprint, which includes the
+    resolved precision), never another.
 
     Example: `rotnet report --profile quick --strict`"""
     from rotnet.report import collect, protocol_to_report
     from rotnet.report_render import write_report
 
     config, label = protocol_to_report(params, exp, profile, dataset)
-    data = collect(config)
+    data = collect(config, precision)
     for path in write_report(out or Path("reports", *filter(None, [label])), data):
         console.print(f"wrote {path}")
     missing = data.not_run()
@@ -229,6 +234,30 @@ def report(
         console.print(f"[red]{len(missing)} table cell(s) not run under this protocol:[/] " +
                       "; ".join(f"{c.table} {c.row} {c.column}" for c in missing), highlight=False)
         raise typer.Exit(1)
+
+
+@app.command()
+def claims(
+    paper: bool = typer.Option(False, "--paper", help="Decide the claims on the paper's published "
+                               "numbers (one run per cell, 10 000 test images) instead of runs."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="The protocol whose runs "
+                                "decide them (as `rotnet report`)."),
+    profile: Optional[str] = choice_option(None, "--profile", PROFILES, "Use this profile's "
+                                           "defaults instead of a params file."),
+):
+    """Print the paper's claims, each quoted, with every comparison's interval and verdict
+    (holds / refuted / undecided) from a paired test with Holm's correction.
+
+    Example: `rotnet claims --paper`"""
+    from rotnet import claims as paper_claims_check
+
+    if paper:
+        print(paper_claims_check.paper_claims_markdown(), end="")
+        return
+    from rotnet.report import collect, protocol_to_report
+
+    config, _ = protocol_to_report(params, profile=profile)
+    print(paper_claims_check.runs_claims_markdown(collect(config)), end="")
 
 
 @app.command()

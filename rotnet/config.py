@@ -34,6 +34,11 @@ class DataConfig:
     train_size: int | None = None  # None: the whole split
     test_size: int | None = None
     download: bool = True
+    # Which draw of the data: the generated set's images, the train_size / test_size cut,
+    # an image folder's split. Not runtime.seed: every training seed of a study sees the
+    # same training and test images, as on CIFAR-10, so the seeds' spread is training noise
+    # and two cells are compared image by image on one test set (rotnet.significance).
+    seed: int = 0
 
 
 @dataclass

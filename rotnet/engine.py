@@ -71,9 +71,7 @@ class Runtime:
 
     def __init__(self, config: RuntimeConfig):
         self.config = config
-        name = config.device
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = str(hardware.resolve_device(config.device))
         hardware.check_device_available(name)  # before any process group or file
         self.world = from_environment()  # described only: `distributed.join` joins it
         if self.world.enabled and name == "cuda":
@@ -254,16 +252,28 @@ def evaluate(task: Task, data: DeviceData, runtime: Runtime,
 
 
 @torch.no_grad()
-def class_accuracy(task: Task, data: ImageData, runtime: Runtime) -> list[float]:
-    """Top-1 accuracy (%) per class on the test split (class index order; NaN for a class
-    with no test image). For classifiers: once, after the final epoch (Table 9)."""
-    classes = data.num_classes
-    correct = torch.zeros(classes, device=runtime.device, dtype=torch.long)
-    total = torch.zeros(classes, device=runtime.device, dtype=torch.long)
-    for predicted, y in test_predictions(task, DeviceData(data, runtime.device), runtime):
-        correct += torch.bincount(y[predicted == y], minlength=classes)
-        total += torch.bincount(y, minlength=classes)
-    correct, total = runtime.world.sum(correct, total)
+def test_set_predictions(task: Task, data: ImageData, runtime: Runtime) -> torch.Tensor:
+    """The predicted class of every test image, in the data set's test order (int64, on the
+    CPU): a classifier's final result, from which its per-class accuracy (Table 9) and the
+    paired comparisons of the paper's claims (`rotnet.significance`) are computed. Every
+    rank predicts the whole test set (one pass after training), so nothing is gathered."""
+    task.model.eval()
+    if task.frozen is not None:
+        task.frozen.eval()
+    device_data, size, predicted = DeviceData(data, runtime.device), runtime.eval_batch, []
+    for start in range(0, len(device_data.test_labels), size):
+        x, _ = make_inputs(task, device_data.test_images[start:start + size],
+                           device_data.test_labels[start:start + size], device_data, runtime)
+        with runtime.autocast():
+            predicted.append(forward(task, x).argmax(1).cpu())
+    return torch.cat(predicted)
+
+
+def class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> list[float]:
+    """Top-1 accuracy (%) per class (class index order; NaN for a class with no test image)."""
+    labels = labels.cpu()
+    correct = torch.bincount(labels[predicted == labels], minlength=classes)
+    total = torch.bincount(labels, minlength=classes)
     return (100.0 * correct.double() / total.double()).tolist()
 
 

@@ -21,9 +21,9 @@ from torch.optim.swa_utils import update_bn
 from rotnet import checkpoint, outdir, protocol
 from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
-from rotnet.data import ImageData, load_data
+from rotnet.data import ImageData, load_data, test_set_digest
 from rotnet.distributed import check_batch, join
-from rotnet.engine import Hooks, Runtime, StopRun, Task, class_accuracy, fit
+from rotnet.engine import Hooks, Runtime, StopRun, Task, class_accuracy, fit, test_set_predictions
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
@@ -32,6 +32,9 @@ from rotnet.rotations import rotation_set
 from rotnet.tracking import NullTracker, Tracker, class_metric, flatten
 
 METRICS_FILE = "metrics.json"
+# A classifier's predicted class per test image, beside metrics.json and logged to its run:
+# the paper's claims compare cells image by image (rotnet.significance).
+PREDICTIONS_FILE = "predictions.json"
 RUN_FILE = "mlflow-run-id"  # the folder's MLflow run, written as soon as it is opened
 
 
@@ -49,7 +52,7 @@ def output_root(config: Config) -> Path:
 
 def load_dataset(config: Config) -> ImageData:
     d = config.data
-    return load_data(d.dataset, d.root, seed=config.runtime.seed, train_size=d.train_size,
+    return load_data(d.dataset, d.root, seed=d.seed, train_size=d.train_size,
                      test_size=d.test_size, download=d.download)
 
 
@@ -95,7 +98,8 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
         resolved = runtime.describe()  # what ran, never "auto": tagged resolved.<key>
         tags = {k: str(v) for k, v in {"task": task.name, "dataset": config.data.dataset,
                                        "profile": config.profile, "seed": config.runtime.seed,
-                                       "fingerprint": protocol.fingerprint(config, optim, model),
+                                       "fingerprint": protocol.fingerprint(config, optim, model,
+                                                                       runtime.precision),
                                        "test_images": len(data.test_labels),  # its standard error's n
                                        **{f"resolved.{k}": v for k, v in resolved.items()},
                                        **tags}.items()}
@@ -116,7 +120,8 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
                           snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
                           state=state,
                           hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
-            per_class = _per_class_accuracy(task, data, runtime)
+            per_class = _final_predictions(task, data, runtime, tracker, out_dir,
+                                           runtime.world.is_main)
             metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, per_class,
                               runtime.world.is_main)
             if task.name == "pretrain":  # the backbone every probe reads, once, when final
@@ -156,11 +161,20 @@ def log_training_data(tracker: Tracker, data: ImageData, config: Config,
     tracker.log_dataset(name, images.numpy(), labels.numpy(), source=source, context="training")
 
 
-def _per_class_accuracy(task: Task, data: ImageData, runtime: Runtime) -> dict[str, float]:
-    """The final model's test accuracy per class name (Table 9); none for the pretext task."""
+def _final_predictions(task: Task, data: ImageData, runtime: Runtime, tracker: Tracker,
+                       out_dir: Path, is_main: bool) -> dict[str, float]:
+    """A classifier's final predictions, written to predictions.json and logged to its run;
+    returns its test accuracy per class name (Table 9). Nothing for the pretext task."""
     if task.rotations is not None:
         return {}
-    return dict(zip(data.classes, class_accuracy(task, data, runtime)))
+    predicted = test_set_predictions(task, data, runtime)
+    if is_main:
+        path = out_dir / PREDICTIONS_FILE
+        checkpoint.atomic_write_text(path, json.dumps(
+            {"test_set_sha256": test_set_digest(data), "labels": data.test_labels.tolist(),
+             "predicted": predicted.tolist()}, separators=(",", ":")) + "\n")
+        tracker.log_artifact(path)
+    return dict(zip(data.classes, class_accuracy(predicted, data.test_labels, data.num_classes)))
 
 
 def _finish(tracker: Tracker, out_dir: Path, history: list[dict], run_id: str, resolved: dict,
@@ -224,8 +238,10 @@ def load_backbone(path: str | Path) -> Backbone:
                           arch["width"])
     model.load_state_dict(state["model"])
     tags = state["extra"].get("tags", {})
-    # From the checkpoint's own config: older checkpoints have no fingerprint tag.
-    pretrain_fp = protocol.pretrain_fingerprint(Config.from_dict(state["config"]))
+    # The pretraining run's own fingerprint (with its resolved precision); checkpoints older
+    # than the fingerprint tag: computed from the checkpoint's config.
+    pretrain_fp = tags.get("fingerprint") or protocol.pretrain_fingerprint(
+        Config.from_dict(state["config"]), tags.get("resolved.precision", "fp32"))
     lineage = {"pretrain_run_id": state["extra"].get("run_id", ""),
                "pretrain_fingerprint": pretrain_fp,
                "pretrain_checkpoint": str(Path(path).resolve()),

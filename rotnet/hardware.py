@@ -100,6 +100,13 @@ def resolve_precision(requested: str, device: torch.device, native: bool | None 
     return requested
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto` → the GPU where there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

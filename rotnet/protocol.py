@@ -5,8 +5,9 @@ trained with and `model`, a small dict naming what was trained (built by the fun
 below: a RotNet, a classifier on a backbone, a supervised NIN). A classifier's backbone is
 named by its pretraining run's fingerprint and the epoch its weights were taken at, so a
 probe's fingerprint changes with anything that changed its pretraining. Paths, logging,
-device, precision and other runtime choices are left out: they say where and how fast a
-run went, recorded separately as `resolved.*` tags.
+device and other runtime choices are left out: they say where and how fast a run went,
+recorded separately as `resolved.*` tags. The resolved precision is in: bf16 and fp32 runs
+of the same params give different numbers, and a cell must not average the two.
 
 `experiments` tags every run with `fingerprint(...)`; `report` computes the same value from
 params.yaml for every cell and accepts only runs that carry it.
@@ -18,21 +19,31 @@ import dataclasses
 import hashlib
 import json
 
-from rotnet.config import Config, OptimConfig, PretrainConfig
+from rotnet.config import Config, OptimConfig, PretrainConfig, RuntimeConfig
 
 # The `variant` tag of a random backbone, by whether its BatchNorm statistics were calibrated.
 RANDOM_VARIANTS = {True: "random", False: "random-initial-bn"}
 FINGERPRINT_CHARS = 12  # 48 bits: a collision among a study's few hundred runs is negligible
 
 
-def fingerprint(config: Config, optim: OptimConfig, model: dict) -> str:
-    """The fingerprint of a run of `config` that trained `model` with `optim`."""
+def fingerprint(config: Config, optim: OptimConfig, model: dict, precision: str) -> str:
+    """The fingerprint of a run of `config` that trained `model` with `optim` in the resolved
+    `precision` (bf16 | fp32: the numbers differ, so runs of each never fill one cell)."""
     data = config.data
     protocol = {"data": {"dataset": data.dataset, "train_size": data.train_size,
-                         "test_size": data.test_size},
-                "seed": config.runtime.seed, "optim": dataclasses.asdict(optim), "model": model}
+                         "test_size": data.test_size, "seed": data.seed},
+                "seed": config.runtime.seed, "optim": dataclasses.asdict(optim), "model": model,
+                "precision": precision}
     text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
+
+
+def run_precision(runtime: RuntimeConfig) -> str:
+    """The precision a run of `runtime` resolves to on this machine (as `engine.Runtime`
+    resolves it): what a fingerprint computed here, e.g. by the report, assumes."""
+    from rotnet import hardware  # torch: only where a precision is resolved
+
+    return hardware.resolve_precision(runtime.precision, hardware.resolve_device(runtime.device))
 
 
 def run_params(config: Config, optim: OptimConfig, model: dict) -> dict:
@@ -48,9 +59,9 @@ def rotnet_model(pretrain: PretrainConfig) -> dict:
                        "width": pretrain.width}}
 
 
-def pretrain_fingerprint(config: Config) -> str:
+def pretrain_fingerprint(config: Config, precision: str) -> str:
     """The fingerprint of the RotNet pretraining `config` describes."""
-    return fingerprint(config, config.pretrain.optim, rotnet_model(config.pretrain))
+    return fingerprint(config, config.pretrain.optim, rotnet_model(config.pretrain), precision)
 
 
 def pretrained_backbone(pretrain_fp: str, epoch: int) -> dict:

@@ -80,6 +80,7 @@ class Cell:
     column: str
     paper: float | None
     replicates: tuple[Replicate, ...]  # one per seed of params' `seeds`, in that order
+    key: str = ""  # what names the cell in code: table1/b4-r4/B2, table2/b4-r8, table3/conv
 
     @property
     def runs(self) -> list[Run]:
@@ -140,6 +141,7 @@ class ReportData:
     tracking_uri: str
     cells: list[Cell]
     points: list[Point]
+    precision: str = ""  # the resolved precision of every run that fills a cell or point
 
     def not_run(self) -> list[Cell]:
         """Cells that miss a run for any of their seeds (`rotnet report --strict`)."""
@@ -151,21 +153,25 @@ class ReportData:
     def cell(self, table: str, row: str, column: str = "accuracy") -> Cell:
         return next(c for c in self.cells if (c.table, c.row, c.column) == (table, row, column))
 
+    def by_key(self, key: str) -> Cell | None:
+        return next((c for c in self.cells if c.key == key), None)
+
     def series(self, figure: str, series: str) -> list[Point]:
         return sorted((p for p in self.points if (p.figure, p.series) == (figure, series)),
                       key=lambda p: p.x)
 
 
-def table_specs() -> list[tuple[str, str, str, float | None, dict]]:
-    """(table, row, column, paper value, tags the run must have) for every table cell."""
+def table_specs() -> list[tuple[str, str, str, str, float | None, dict]]:
+    """(key, table, row, column, paper value, tags the run must have) for every table cell."""
     specs = []
     for variant, paper in PAPER["table1"].items():
         for block, value in enumerate(paper, 1):
-            specs.append(("table1", f"RotNet {parse_variant(variant)[0]} blocks", f"B{block}", value,
+            specs.append((f"table1/{variant}/B{block}", "table1",
+                          f"RotNet {parse_variant(variant)[0]} blocks", f"B{block}", value,
                           {"method": "nonlinear", "variant": variant, "block": str(block)}))
     for variant, value in PAPER["table2"].items():
         row = rotation_set_label(parse_variant(variant)[1])
-        specs.append(("table2", row, "accuracy", value,
+        specs.append((f"table2/{variant}", "table2", row, "accuracy", value,
                       {"method": "nonlinear", "variant": variant, "block": "2"}))
     rows3 = [("Supervised NIN", "supervised", {"task": "supervised"}),
              ("Random init + conv (BatchNorm as initialised)", "random-conv-initial-bn",
@@ -180,43 +186,45 @@ def table_specs() -> list[tuple[str, str, str, float | None, dict]]:
     for row, key, want in rows3:
         if key != "supervised":
             want = {"variant": BASELINE, "block": "2", **want}
-        specs.append(("table3", row, "accuracy", PAPER["table3"].get(key), want))
+        specs.append((f"table3/{key}", "table3", row, "accuracy", PAPER["table3"].get(key), want))
     return specs
 
 
 # ---- the fingerprint params imply for a run ------------------------------------------
 
 
-def backbone_protocol(config: Config, variant: str, epoch: int | None = None) -> dict:
+def backbone_protocol(config: Config, variant: str, precision: str, epoch: int | None = None) -> dict:
     """The backbone a probe of `variant` reads: the random one, or the variant's pretraining
     after `epoch` epochs (default: all of them)."""
     if variant in protocol.RANDOM_VARIANTS.values():
         return protocol.random_backbone(config, calibrated=variant == protocol.RANDOM_VARIANTS[True])
     pretrain = with_variant(config, variant)
-    return protocol.pretrained_backbone(protocol.pretrain_fingerprint(pretrain),
+    return protocol.pretrained_backbone(protocol.pretrain_fingerprint(pretrain, precision),
                                         epoch or pretrain.pretrain.optim.epochs)
 
 
 def expected_fingerprint(config: Config, want: dict, *, subset_per_class: int | None = None,
-                         snapshot_epoch: int | None = None) -> str:
+                         snapshot_epoch: int | None = None, precision: str | None = None) -> str:
     """The fingerprint of the run with tags `want` that the pipeline makes from `config`
     (a semi-supervised run trains on `subset_per_class`; a snapshot probe reads the
-    backbone after `snapshot_epoch` epochs)."""
+    backbone after `snapshot_epoch` epochs) in `precision` (default: what the config's
+    runtime resolves to on this machine)."""
+    precision = precision or protocol.run_precision(config.runtime)
     semisup = subset_per_class is not None
     if want.get("task") == "pretrain":
-        return protocol.pretrain_fingerprint(with_variant(config, want["variant"]))
+        return protocol.pretrain_fingerprint(with_variant(config, want["variant"]), precision)
     if want.get("task") == "supervised":
         model = protocol.supervised_model(config.supervised.blocks, config.pretrain.width,
                                           subset_per_class)
         return protocol.fingerprint(config, config.semisup_optim("supervised") if semisup else
-                                    config.supervised.optim, model)
+                                    config.supervised.optim, model, precision)
     head, finetune = want["method"].split("-")[0], want["method"].endswith("-finetuned")
     optim = (config.semisup_optim("conv") if semisup else config.finetune.optim if finetune else
              config.conv_probe.optim if head == "conv" else config.probe.optim)
-    backbone = backbone_protocol(config, want["variant"], snapshot_epoch)
+    backbone = backbone_protocol(config, want["variant"], precision, snapshot_epoch)
     return protocol.fingerprint(config, optim, protocol.classifier_model(
         head, int(want["block"]), finetune, config.probe.hidden, backbone, subset_per_class,
-        config.finetune.backbone_lr_scale))
+        config.finetune.backbone_lr_scale), precision)
 
 
 # ---- reading the runs ------------------------------------------------------------------
@@ -290,33 +298,38 @@ def protocol_to_report(params: Path, exp: str | None = None, profile: str | None
     return Config.from_dict(merge(values, overrides)), label
 
 
-def collect(config: Config) -> ReportData:
-    """The run behind every table cell and figure point of the protocol `config` states
-    (cells may have none)."""
+def collect(config: Config, precision: str | None = None) -> ReportData:
+    """The run behind every table cell and figure point of the protocol `config` states, run
+    in `precision` (default: what config's runtime resolves to on this machine); cells may
+    have none."""
+    precision = precision or protocol.run_precision(config.runtime)
     runs = finished_runs(config.profile, config.data.dataset)
     by_fingerprint: dict[str, list[Run]] = {}  # a cell's runs are found among its fingerprint's
     for run in runs:
         by_fingerprint.setdefault(run.tags.get("fingerprint"), []).append(run)
     seeded = {seed: with_seed(config, seed) for seed in config.seeds}
     cells = []
-    for table, row, column, paper, want in table_specs():
+    for key, table, row, column, paper, want in table_specs():
         replicates = []
         for seed, seed_config in seeded.items():
-            fingerprint = expected_fingerprint(seed_config, want)
+            fingerprint = expected_fingerprint(seed_config, want, precision=precision)
             replicates.append(Replicate(seed, fingerprint, latest(
                 by_fingerprint.get(fingerprint, []), figure5=None, fingerprint=fingerprint, **want)))
-        cells.append(Cell(table, row, column, paper, tuple(replicates)))
-    points = [p for seed_config in seeded.values() for p in figure_points(seed_config, runs)]
-    return ReportData(config.profile, config.data.dataset, tracking.tracking_uri(), cells, points)
+        cells.append(Cell(table, row, column, paper, tuple(replicates), key))
+    points = [p for seed_config in seeded.values()
+              for p in figure_points(seed_config, runs, precision)]
+    return ReportData(config.profile, config.data.dataset, tracking.tracking_uri(), cells, points,
+                      precision)
 
 
-def figure_points(config: Config, runs: list[Run]) -> list[Point]:
+def figure_points(config: Config, runs: list[Run], precision: str | None = None) -> list[Point]:
     """Figure 5a (snapshot probes) and 5b (semi-supervised) points of the protocol `config`
     (its runtime.seed's runs: `collect` calls it once per seed)."""
     points = []
     probe_on_snapshot = {"method": "nonlinear", "block": str(config.snapshots.block), "variant": BASELINE}
     snaps = latest_by(runs, "snapshot_epoch", lambda epoch: expected_fingerprint(
-        config, probe_on_snapshot, snapshot_epoch=epoch), figure5="snapshots", **probe_on_snapshot)
+        config, probe_on_snapshot, snapshot_epoch=epoch, precision=precision),
+        figure5="snapshots", **probe_on_snapshot)
     for epoch, run in snaps.items():
         points.append(Point("figure5a", SNAPSHOT_PROBE, epoch, run.value, run))
         try:  # the snapshot's own rotation accuracy, recorded as a tag by the snapshot probe
@@ -327,20 +340,22 @@ def figure_points(config: Config, runs: list[Run]) -> list[Point]:
     for series, want in ((ROTNET_CONV, {"method": "conv", "block": "2", "variant": BASELINE}),
                          (SUPERVISED, {"task": "supervised"})):
         def fingerprint_at(k: int, want=want) -> str | None:
-            return (expected_fingerprint(config, want, subset_per_class=k)
+            return (expected_fingerprint(config, want, subset_per_class=k, precision=precision)
                     if k in config.semisup.per_class else None)
 
         for k, run in latest_by(runs, "subset_per_class", fingerprint_at, figure5="semisup",
                                 **want).items():
             points.append(Point("figure5b", series, k, run.value, run))
-    return points + whole_set_supervised_point(config, runs)
+    return points + whole_set_supervised_point(config, runs, precision)
 
 
-def whole_set_supervised_point(config: Config, runs: list[Run]) -> list[Point]:
+def whole_set_supervised_point(config: Config, runs: list[Run],
+                               precision: str | None = None) -> list[Point]:
     """Figure 5b's supervised point at K = all training images per class (5000 on CIFAR-10):
     the Table 3 supervised run, trained once (`figure5.semisup_methods`)."""
     want = {"task": "supervised"}
-    run = latest(runs, figure5=None, fingerprint=expected_fingerprint(config, want), **want)
+    run = latest(runs, figure5=None, fingerprint=expected_fingerprint(
+        config, want, precision=precision), **want)
     if run is None or "train_images" not in run.tags:  # older runs did not record their size
         return []
     per_class, rest = divmod(int(run.tags["train_images"]), int(run.tags["num_classes"]))

@@ -96,6 +96,9 @@ def _header(title: str, data: ReportData, runs: list[Run], fingerprints: list[st
              f"{len(fingerprints)} run fingerprints the params imply; each in runs.json)",
              f"- Git commit(s) of the runs: {', '.join(f'`{c}`' for c in commits)}",
              runtime_line(runs),
+             f"- Precision: `{data.precision or 'not recorded'}`, part of every cell's "
+             "fingerprint: runs of another precision never fill a cell (`rotnet report "
+             "--precision` reports those)",
              f"- MLflow tracking URI: `{data.tracking_uri}`",
              f"- {note}"]
     if data.dataset != PAPER_DATASET:
@@ -312,7 +315,7 @@ def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = Non
     files["figure5b.png"] = figure5b_png(data, context)
     files["figures.md"] = figures_markdown(data, ui).encode()
     files["runs.json"] = runs_json(data, ui).encode()
-    files["claims.md"] = claims.claims_markdown(data).encode()
+    files["claims.md"] = claims.runs_claims_markdown(data).encode()
     out = Path(out_dir)
     for name, content in files.items():
         write_if_changed(out / name, content)

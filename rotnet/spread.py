@@ -3,20 +3,14 @@
 Pure functions on accuracies in percent. A cell's `Spread` is the mean over its seeds, the
 sample standard deviation between seeds (n - 1 in the denominator; 0 for a single run) and
 the test-set standard error at the mean, √(p(1−p)/n_test): how well a finite test set pins
-down an accuracy p, whatever the seed.
-
-"Beyond the spread" (`beyond_spread`), used for the paper's claims: the difference of two
-cells' means exceeds BOTH the sum of their seed standard deviations AND the combined
-test-set standard error √(SE₁² + SE₂²) times `SE_MULTIPLE` — the seeds and the test sample
-would each have to be off by more than they typically are to reverse it.
+down an accuracy p, whatever the seed. Whether two cells differ is decided elsewhere, by a
+test on the runs' per-image predictions (`rotnet.significance`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-SE_MULTIPLE = 2.0  # about a 95 % two-sided interval for a difference of two accuracies
 
 
 @dataclass(frozen=True)
@@ -63,14 +57,3 @@ def spread_of(values, test_images: int | None) -> Spread | None:
     """The spread of `values` (None for no runs)."""
     values = tuple(float(v) for v in values)
     return Spread(values, test_images) if values else None
-
-
-def margin(a: Spread, b: Spread) -> float:
-    """How far apart two cells' means must be to count as different (see module doc)."""
-    se = math.hypot(a.se or 0.0, b.se or 0.0) * SE_MULTIPLE
-    return max(a.sd + b.sd, se)
-
-
-def beyond_spread(higher: Spread, lower: Spread) -> bool:
-    """Whether `higher`'s mean exceeds `lower`'s by more than `margin`."""
-    return higher.mean - lower.mean > margin(higher, lower)

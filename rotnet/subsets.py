@@ -1,7 +1,9 @@
 """Labelled subsets for the semi-supervised protocol (Figure 5b), stored as index files.
 
 The subset with K images per class is the first K training images of each class, in
-data-set order (the authors' choice). Subsets are therefore nested — the 20-per-class
+data-set order (the authors' choice). The training set does not depend on the training seed
+(`data.seed` draws it), so one file per K serves every seed; each file records a digest of
+the labels it was cut from, and a training set with other labels is refused. Subsets are therefore nested — the 20-per-class
 subset is inside the 100-per-class one — and identical on every rerun. Writing them to
 files lets every method, and every rerun, read exactly the same labels.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from rotnet.checkpoint import atomic_write_text
+from rotnet.data import tensors_digest
 from rotnet.errors import RotnetError
 
 
@@ -39,7 +42,7 @@ def write_label_subset(directory: str | Path, labels: torch.Tensor, per_class: i
     indices = label_subset(labels, per_class)
     path = subset_path(directory, per_class)
     record = {"dataset": dataset, "per_class": per_class, "train_images": len(labels),
-              "indices": indices.tolist()}
+              "labels_sha256": tensors_digest(labels.cpu()), "indices": indices.tolist()}
     atomic_write_text(path, json.dumps(record))
     return path
 
@@ -56,6 +59,9 @@ def read_label_subset(path: str | Path, labels: torch.Tensor) -> torch.Tensor:
     if record.get("train_images") != len(labels) or (len(indices) and indices.max() >= len(labels)):
         raise RotnetError(f"{path} was made for a training set of {record.get('train_images')} "
                           f"images, this one has {len(labels)}")
+    if record.get("labels_sha256", tensors_digest(labels.cpu())) != tensors_digest(labels.cpu()):
+        raise RotnetError(f"{path} was cut from another training set (its labels differ: "
+                          "another data.seed or data set); rerun the subsets stage")
     return indices
 
 

@@ -355,6 +355,19 @@ def search_runs(filter_string: str = "", experiment: str = EXPERIMENT) -> list:
             return runs
 
 
+def read_json_artifact(run_id: str, path: str) -> dict | None:
+    """A run's JSON artifact at `path` (None: the run has none, e.g. it predates it)."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = _client().download_artifacts(run_id, path, tmp)
+        except Exception:  # MLflow raises several types for a missing artifact
+            return None
+        return json.loads(Path(local).read_text())
+
+
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
 

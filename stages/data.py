@@ -1,10 +1,10 @@
 """DVC stage `data`: fetch (CIFAR-10, checksummed) or generate the data set once, and
 record what it is, so every later stage reruns when the data change."""
 
-import hashlib
 import json
 
 from rotnet.checkpoint import atomic_write_text
+from rotnet.data import tensors_digest
 from rotnet.experiments import load_dataset
 from rotnet.stage_io import run_stage, stage_config
 
@@ -12,13 +12,11 @@ from rotnet.stage_io import run_stage, stage_config
 def main(out):
     config = stage_config()
     data = load_dataset(config)
-    digest = hashlib.sha256()
-    for tensor in (data.train_images, data.train_labels, data.test_images, data.test_labels):
-        digest.update(tensor.contiguous().numpy().tobytes())
     summary = {"dataset": data.name, "train": len(data.train_labels), "test": len(data.test_labels),
                "channels": data.channels, "classes": list(data.classes),
                "mean": [round(m, 6) for m in data.mean], "std": [round(s, 6) for s in data.std],
-               "sha256": digest.hexdigest()}
+               "sha256": tensors_digest(data.train_images, data.train_labels, data.test_images,
+                                         data.test_labels)}
     atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
 
 

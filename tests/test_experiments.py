@@ -260,6 +260,26 @@ def test_classifier_runs_log_per_class_test_accuracy_at_the_final_epoch(tmp_path
     assert json.loads((tmp_path / "metrics.json").read_text())["test_acc_per_class"] == per_class
 
 
+def test_classifier_runs_keep_their_test_predictions_beside_metrics_and_in_mlflow(
+        tmp_path, make_config, tiny_pretrained, tiny_data, tracking_store):
+    """One predicted class per test image, in test order: they give the final accuracy, and
+    the copy logged to the run is what the claims read."""
+    from rotnet import tracking
+    from rotnet.data import test_set_digest
+
+    backbone = experiments.load_backbone(tiny_pretrained)
+    result = experiments.probe(make_config(), backbone, block=2, out_dir=tmp_path, data=tiny_data)
+    saved = json.loads((tmp_path / experiments.PREDICTIONS_FILE).read_text())
+    assert saved["labels"] == tiny_data.test_labels.tolist()
+    assert saved["test_set_sha256"] == test_set_digest(tiny_data)
+    correct = [p == y for p, y in zip(saved["predicted"], saved["labels"])]
+    assert 100 * sum(correct) / len(correct) == pytest.approx(result.metrics["test_acc"])
+    assert tracking.read_json_artifact(result.run_id, experiments.PREDICTIONS_FILE) == saved
+    pretrained = json.loads((tiny_pretrained.parent / "metrics.json").read_text())
+    assert not (tiny_pretrained.parent / experiments.PREDICTIONS_FILE).exists()  # a pretext run
+    assert pretrained["tags"]["task"] == "pretrain"
+
+
 # ---- bad input: a RotnetError, and nothing that looks like a finished run ---------------
 
 

@@ -17,7 +17,7 @@ PROBE_B2 = {"method": "nonlinear", "variant": "b4-r4", "block": "2"}
 
 @pytest.mark.parametrize("change", [
     {"data": {"root": "elsewhere", "download": False}},
-    {"runtime": {"device": "cpu", "precision": "fp32", "channels_last": False, "compile": True,
+    {"runtime": {"device": "cpu", "channels_last": False, "compile": True,
                  "deterministic": True, "log_every": 5}},
     {"pretrain": {"snapshot_every": 1}},
     {"semisup": {"per_class": [3]}, "snapshots": {"every": 2}, "ablation": {"blocks": 5}},
@@ -30,6 +30,7 @@ def test_paths_logging_and_runtime_leave_the_fingerprint(change):
 
 @pytest.mark.parametrize("change, changes_pretrain", [
     ({"data": {"train_size": 32}}, True),
+    ({"data": {"seed": 3}}, True),  # another draw of the data
     ({"runtime": {"seed": 1}}, True),
     ({"pretrain": {"optim": {"epochs": 3}}}, True),  # a probe's pretraining chain
     ({"pretrain": {"width": 0.25}}, True),
@@ -42,6 +43,19 @@ def test_what_defines_the_result_changes_the_fingerprint(change, changes_pretrai
     assert (expected_fingerprint(changed, pretrain) != expected_fingerprint(base, pretrain)) \
         is changes_pretrain
     assert expected_fingerprint(changed, PROBE_B2) != expected_fingerprint(base, PROBE_B2)
+
+
+def test_the_resolved_precision_is_part_of_the_fingerprint():
+    """A bf16 run and an fp32 run of the same params never fill one cell; `auto` counts as
+    what it resolves to on this machine, never as itself."""
+    base = tiny_config()
+    resolved = protocol.run_precision(base.runtime)
+    other = {"bf16": "fp32", "fp32": "bf16"}[resolved]
+    for want in ({"task": "pretrain", "variant": "b4-r4"}, PROBE_B2, {"task": "supervised"}):
+        assert expected_fingerprint(base, want) == expected_fingerprint(base, want, precision=resolved)
+        assert expected_fingerprint(base, want) != expected_fingerprint(base, want, precision=other)
+    fp32 = tiny_config({"runtime": {"precision": "fp32"}})
+    assert expected_fingerprint(fp32, PROBE_B2) == expected_fingerprint(base, PROBE_B2, precision="fp32")
 
 
 def test_the_backbone_lr_scale_defines_only_the_fine_tuned_cells():

@@ -123,3 +123,26 @@ def test_semisup_run_with_more_labels_than_a_class_has_fails_before_training(
                             out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert tracking_store.runs() == []
+
+
+def test_every_seed_trains_on_exactly_k_per_class_of_its_own_training_set(tmp_path):
+    """The training set is data.seed's, not the training seed's: the one file per K that the
+    subsets stage writes holds exactly K images per class of every seed's training set."""
+    from helpers import tiny_config
+    from rotnet.experiments import load_dataset
+    from rotnet.stage_io import with_seed
+
+    config = tiny_config({"data": {"train_size": 200}, "semisup": {"per_class": [3, 7]}})
+    figure5.write_subsets(config, tmp_path)
+    for seed in (0, 1, 2):
+        labels = load_dataset(with_seed(config, seed)).train_labels
+        for k in (3, 7):
+            indices = read_label_subset(subset_path(tmp_path, k), labels)
+            assert torch.bincount(labels[indices]).tolist() == [k] * 10, (seed, k)
+
+
+def test_a_subset_cut_from_another_training_set_is_refused(tmp_path, labels):
+    path = write_label_subset(tmp_path, labels, 5, "generated")
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))]
+    with pytest.raises(RotnetError, match="cut from another training set"):
+        read_label_subset(path, shuffled)
