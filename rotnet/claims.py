@@ -18,7 +18,7 @@ from rotnet.paper_claims import CONV_SERIES, PROBE_SERIES, SUPERVISED_SERIES, Cl
 from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SUPERVISED,
                            ReportData, Run)
 from rotnet.significance import (ALPHA, NOT_RUN, Decision, Sample, Scored, claim_verdict, decide,
-                                 estimate)
+                                 estimate, quantile)
 
 PREDICTIONS_ARTIFACT = "predictions.json"  # experiments.PREDICTIONS_FILE, logged at the root
 PAPER_TEST_IMAGES = 10_000  # CIFAR-10's test set: what every published number was scored on
@@ -154,8 +154,14 @@ def claims_markdown(evidence, header: list[str]) -> str:
 
 def runs_claims_markdown(data: ReportData) -> str:
     """claims.md of a report's runs."""
+    seeds = max((len(c.replicates) for c in data.cells), default=0)
     header = [f"- Data set: `{data.dataset}`; profile: `{data.profile}`; precision of every run: "
               f"`{data.precision or 'not recorded'}`",
+              f"- Seeds per cell: {seeds}. " + (
+                  f"The 95 % quantile t({seeds - 1}) is {quantile(0.975, seeds - 1):.2f} (the "
+                  f"normal's 1.96): with few seeds it, not the test set, sets the width of the "
+                  f"intervals; {seeds + 1} seeds would make it {quantile(0.975, seeds):.2f}."
+                  if seeds >= 2 else "Seed-to-seed noise is unmeasured."),
               "- Quotes and thresholds are the paper's, for CIFAR-10" +
               ("." if data.dataset == PAPER_DATASET else f"; these runs are on `{data.dataset}`.")]
     return claims_markdown(RunEvidence(data), header)
