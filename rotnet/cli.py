@@ -200,6 +200,30 @@ def snapshots(
 
 
 @app.command()
+def attention(
+    checkpoint: Path = typer.Argument(..., help="A pretraining (RotNet) or supervised NIN "
+                                      "checkpoint.pt.", callback=checkpoint_file),
+    images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (any depth), "
+                                          "each brought to 32×32 (default: the checkpoint's data "
+                                          "set's test split, one image per class)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: "
+                                       "outputs/attention/<the checkpoint's folder name>)."),
+    log: bool = typer.Option(False, "--log/--no-log", help="Also log the measures and figures "
+                             "on the checkpoint's MLflow run."),
+):
+    """Attention maps per block (Σ_c |a_c|^p; the paper's Figures 3 and 6), first-layer filters
+    (Figure 4) and how rotation-equivariant the maps are, per block, in attention.md.
+
+    Example: `rotnet attention runs/pretrain/b4-r4-s0/checkpoint.pt --images my-pictures`"""
+    from rotnet.attention_report import for_checkpoint
+
+    folder, metrics = for_checkpoint(checkpoint, images, out, log)
+    print("  ".join(f"{key} {value:.3f}" for key, value in metrics[0].items()
+                    if "control" not in key))
+    console.print(f"wrote {folder}")
+
+
+@app.command()
 def report(
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the tables and figures "
                                        "(default: reports/ for params.yaml's protocol, else "

@@ -301,3 +301,30 @@ def test_set_digest(data: ImageData) -> str:
     """Two runs are compared image by image only when this digest of the test images and
     labels they were scored on is equal."""
     return tensors_digest(data.test_images, data.test_labels)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under `folder` (any depth), by path."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return [path for path in sorted(Path(folder).rglob("*"))
+            if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS]
+
+
+def read_images(paths: list[Path], channels: int = 3) -> torch.Tensor:
+    """Image files as uint8 N×C×32×32 (C = 3: RGB, 1: grey), each brought to size as an
+    image folder's are: the shorter side scaled to 32, then the central 32×32."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import functional as F
+
+    images = torch.empty((len(paths), channels, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB" if channels == 3 else "L")
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+                SyntaxError) as error:
+            raise RotnetError(f"cannot read image {path}: {error}") from None
+        image = F.center_crop(F.resize(image, IMAGE_SIZE), [IMAGE_SIZE, IMAGE_SIZE])
+        images[i] = F.pil_to_tensor(image)
+    return images

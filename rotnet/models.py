@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from rotnet.errors import RotnetError
+from rotnet.registry import ROTATION_SETS
 
 # (first kernel, channels of the three convs) for block 1, block 2, and blocks 3..5.
 _BLOCK_LAYOUT = {1: (5, (192, 160, 96)), 2: (5, (192, 192, 192)), 3: (3, (192, 192, 192))}
@@ -98,6 +99,13 @@ class NINClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+def classifier_from_arch(arch: dict) -> NINClassifier:
+    """The (untrained) NINClassifier a checkpoint's `arch` describes: a RotNet, with one output
+    per rotation of its set, or the supervised NIN, with one per class."""
+    outputs = arch["num_classes"] if "num_classes" in arch else len(ROTATION_SETS[arch["rotations"]])
+    return NINClassifier(arch["blocks"], outputs, arch["in_channels"], arch["width"])
 
 
 def init_head(head: nn.Module) -> nn.Module:

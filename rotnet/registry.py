@@ -21,6 +21,9 @@ ROTATION_SETS: dict[str, tuple[int, ...]] = {
 }
 BLOCK_CHOICES = (3, 4, 5)  # NIN depths a RotNet (or the supervised NIN) may have
 HEADS = ("nonlinear", "conv")  # probe heads: 3 FC layers | a fresh NIN block + linear
+# NIN block -> the power p of its attention map Σ_c |a_c|^p (rotnet.attention): the paper's
+# p = 1, 2, 4 for layers 1, 2, 3 (Figure 3), and its largest, 4, for the deeper blocks 4, 5.
+ATTENTION_POWERS = {1: 1, 2: 2, 3: 4, 4: 4, 5: 4}
 
 # The paper's pretraining variants, (blocks, rotation set): NIN depth with 4 rotations
 # (Table 1, probed on every block), rotation sets at 4 blocks (Table 2, probed on block 2).

@@ -144,6 +144,16 @@ class Tracker:
         child._client = self._client
         return child
 
+    def on_run(self, run_id: str) -> "Tracker":
+        """A tracker that logs onto the existing run `run_id` (an analysis made after the run
+        ended, e.g. its attention maps), on the same MLflow connection; its status is left as
+        it is. RotnetError when the store has no such run."""
+        if not self._exists(run_id):
+            raise RotnetError(f"run {run_id} is not in the MLflow store at {tracking_uri()}")
+        other = Tracker(self.experiment, tags=self.tags)
+        other._client, other.run_id = self._client, run_id
+        return other
+
     @property
     def client(self):
         if self._client is None:
@@ -277,8 +287,9 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
 
-    def log_artifact(self, path: str | Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """`path` among the run's artifacts (in folder `artifact_path`; the UI previews a PNG)."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_dataset(self, name: str, features, targets, source: str, context: str) -> None:
         """The data set a run read (numpy arrays), with MLflow's digest of them, for the run
@@ -315,6 +326,9 @@ class NullTracker(Tracker):
     def child(self, tags) -> "Tracker":
         return self
 
+    def on_run(self, run_id) -> "Tracker":
+        return self
+
     def start(self, run_name, params, tags, resume_run_id=None) -> str:
         self.run_id = resume_run_id or ""
         return self.run_id
@@ -328,7 +342,7 @@ class NullTracker(Tracker):
     def gather(self, study, run_ids, artifact=None) -> str:
         return ""
 
-    def log_artifact(self, path) -> None:
+    def log_artifact(self, path, artifact_path=None) -> None:
         pass
 
     def log_dataset(self, name, features, targets, source, context) -> None:
