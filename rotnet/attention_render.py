@@ -20,7 +20,11 @@ METRIC_PREFIX = "attention_"  # every metric this module names starts so
 # A measure "supports" a claim of the paper's when its mean correlation reaches this, and
 # beats what two different images score (the control): the paper's "roughly the same".
 ROUGHLY_THE_SAME = 0.5
-HOLDS, PARTLY, FAILS, NOT_RUN = "holds", "holds for some blocks", "does not hold", "not run"
+# Descriptive, not a test's verdict (claims.md keeps holds / refuted / undecided for those):
+# on how many blocks the measure reads "roughly the same".
+HOLDS, PARTLY, FAILS = ("roughly the same on every block", "roughly the same on some blocks",
+                       "roughly the same on no block")
+NOT_RUN = "not run"
 PAPER_FIGURE3 = "both models seem to focus on roughly the same image regions"
 PAPER_FIGURE6 = "the attention maps of all the rotated copies of an image are roughly the same"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rotnet import paper_claims, tracking
+from rotnet import attention_render, paper_claims, tracking
 from rotnet.paper_claims import CONV_SERIES, PROBE_SERIES, SUPERVISED_SERIES, Claim, Comparison
 from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SUPERVISED,
                            ReportData, Run)
@@ -140,13 +140,32 @@ METHOD = (
     "is refuted when it lies wholly below, and is undecided otherwise.")
 
 
-def claims_markdown(evidence, header: list[str]) -> str:
+def attention_lines(data: ReportData) -> list[str]:
+    """Figures 3 and 6 against the attention measures on the baseline RotNet's pretraining
+    runs (reached through its block-2 probes' lineage) and the supervised NIN's runs: a
+    description of what was measured, not a test (the paper gives pictures, no number)."""
+    def metrics(run_ids) -> list[dict]:
+        found = [tracking.run_metrics(run_id) for run_id in dict.fromkeys(filter(None, run_ids))]
+        return [m for m in found if any(k.startswith(attention_render.METRIC_PREFIX) for k in m)]
+
+    probes, supervised = data.by_key("table1/b4-r4/B2"), data.by_key("table3/supervised")
+    rotnet = metrics(r.tags.get("pretrain_run_id") for r in (probes.runs if probes else []))
+    plain = metrics(r.run_id for r in (supervised.runs if supervised else []))
+    return attention_render.attention_claims_markdown(rotnet, plain)
+
+
+def claims_markdown(evidence, header: list[str], measured: list[str] = ()) -> str:
     lines = ["# The paper's claims, decided", "", *header,
              f"- Method ({PAPER_TEST_IMAGES:,} test images for the paper's numbers): {METHOD}",
              "- ¹ one seed per cell: seed-to-seed noise is unmeasured, so this verdict speaks for "
              "the finite test set only.", ""]
     for number, claim in enumerate(paper_claims.CLAIMS, 1):
         lines += claim_markdown(number, claim, evidence)
+    if measured:
+        lines += ["# What the pictures show: measured, not tested", "",
+                  "Figures 3 and 6 are pictures; the paper states no number to test. "
+                  "`reports/attention/` has the figures and the measures per variant.", "",
+                  *measured]
     lines += ["## Not decided here", ""]
     lines += [f"- \"{quote}\": {why}" for quote, why in paper_claims.NOT_DECIDED]
     return "\n".join(lines) + "\n"
@@ -164,7 +183,7 @@ def runs_claims_markdown(data: ReportData) -> str:
                   if seeds >= 2 else "Seed-to-seed noise is unmeasured."),
               "- Quotes and thresholds are the paper's, for CIFAR-10" +
               ("." if data.dataset == PAPER_DATASET else f"; these runs are on `{data.dataset}`.")]
-    return claims_markdown(RunEvidence(data), header)
+    return claims_markdown(RunEvidence(data), header, attention_lines(data))
 
 
 def paper_claims_markdown() -> str:

@@ -235,6 +235,8 @@ NOT_DECIDED = (
     ("we improve over the prior unsupervised approaches and we achieve state-of-the-art "
      "results in CIFAR-10", "Table 3's prior-work numbers are quoted from other papers with "
      "other architectures, not rerun here."),
-    ("both models seem to focus on roughly the same image regions (Figure 3)",
-     "attention maps are not computed by this report."),
+    ("they appear to have a big variety of edge filters on multiple orientations and multiple "
+     "frequencies. Remarkably, these filters seem to have a greater amount of variety even than "
+     "the filters learnt by the supervised object recognition task (Figure 4)", "shown "
+     "(reports/attention/*/figure4.png), not measured: the paper gives no measure of variety."),
 )

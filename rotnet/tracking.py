@@ -382,6 +382,11 @@ def read_json_artifact(run_id: str, path: str) -> dict | None:
         return json.loads(Path(local).read_text())
 
 
+def run_metrics(run_id: str) -> dict[str, float]:
+    """Each metric's latest value on a run."""
+    return dict(_client().get_run(run_id).data.metrics)
+
+
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
 
