@@ -89,25 +89,117 @@ def save_checkpoint(path: str | Path, *, task: str, arch: dict, config: dict, mo
 
 
 def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict:
-    """Load and check a rotnet checkpoint; `task` (e.g. "pretrain") if the caller needs one."""
+    """Load and check a rotnet checkpoint; `task` (e.g. "pretrain") if the caller needs one.
+    Whatever the file holds (text, random or damaged bytes, a crafted dict), the only error
+    is a one-line RotnetError."""
     path = Path(path)
     if not path.is_file():
         raise RotnetError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # also what weights_only raises for any code a file names
-        raise RotnetError(f"{path} is not a rotnet checkpoint (it holds more than tensors and "
-                          "plain values; refused unread)") from None
-    except (zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
-            OSError) as err:  # OSError: a truncated zip (torch raises EINVAL)
-        raise RotnetError(f"{path} is not a readable checkpoint ({type(err).__name__})") from None
+    state = _read(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RotnetError(f"{path} is not a rotnet checkpoint")
     if "task" not in state and "kind" in state:  # written before the key was renamed
         state["task"] = state.pop("kind")
+    check_form(state, path)
     if task is not None and state["task"] != task:
         raise RotnetError(f"{path} is a {state['task']} checkpoint, expected a {task} checkpoint")
     return state
+
+
+def _read(path: Path):
+    try:
+        with zipfile.ZipFile(path) as archive:  # torch.load does not check the CRCs: a flipped
+            damaged = archive.testzip()          # bit in the weights would load silently
+        if damaged is not None:
+            raise RotnetError(f"{path} is a damaged checkpoint ({damaged} fails its checksum)")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # also what weights_only raises for any code a file names
+        raise RotnetError(f"{path} is not a rotnet checkpoint (it holds more than tensors and "
+                          "plain values, or is damaged; refused unread)") from None
+    except RotnetError:
+        raise
+    except Exception as err:  # damaged bytes reach torch's zip and pickle readers, which raise
+        # almost any type (IndexError, KeyError, struct.error, OSError, RuntimeError, ...)
+        raise RotnetError(f"{path} is not a readable checkpoint ({type(err).__name__})") from None
+
+
+# What `save_checkpoint` writes: key -> the type of its value.
+FORM = {"task": str, "arch": dict, "config": dict, "epoch": int, "model": dict, "optimizer": dict,
+        "scheduler": dict, "rng": dict, "history": list, "extra": dict}
+
+
+def check_form(state: dict, path: str | Path) -> None:
+    """Refuse a file with the format marker whose content is not what `save_checkpoint`
+    writes (damaged, or made by hand): every key of its type, a history of finished epochs,
+    weights as named tensors."""
+    def refuse(what: str):
+        raise RotnetError(f"{path} is a damaged rotnet checkpoint: {what}")
+
+    for key, kind in FORM.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            refuse(f"{key!r} is missing or not a {kind.__name__}")
+    if state["epoch"] < 1:
+        refuse(f"epoch {state['epoch']}")
+    if not state["history"] or not all(isinstance(m, dict) and type(m.get("epoch")) is int
+                                       and _is_number(m.get("test_acc")) for m in state["history"]):
+        refuse("no history of finished epochs")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+               for k, v in state["model"].items()):
+        refuse("its weights are not named tensors")
+    extra = state["extra"]
+    if not isinstance(extra.get("run_id", ""), str) or not isinstance(extra.get("tags", {}), dict):
+        refuse("'extra' holds a run id or tags of the wrong type")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_weights(weights: dict, module, path: str | Path) -> None:
+    """Refuse weights that are not exactly `module`'s (names, shapes, dtypes) or hold NaN/inf:
+    `load_state_dict` would fail half-way, a probe would train on NaN features. `module` may
+    live on the meta device (shapes only, nothing allocated)."""
+    expected = _unwrap(module).state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise RotnetError(f"checkpoint {path} does not hold the weights its architecture declares "
+                          f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+    for name, want in expected.items():
+        got = weights[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise RotnetError(f"checkpoint {path}: {name} is {got.dtype} {tuple(got.shape)}, its "
+                              f"architecture needs {want.dtype} {tuple(want.shape)}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise RotnetError(f"checkpoint {path}: {name} holds NaN or infinite values")
+
+
+def check_restorable(state: dict, *, model, optimizer, scheduler, path: str | Path) -> None:
+    """Refuse a checkpoint that would not restore into this run, before the run starts: its
+    weights must be `model`'s, and its optimizer, scheduler and RNG states must load
+    (into the caller's throw-away `optimizer` and `scheduler`, made as the run makes them)."""
+    check_weights(state["model"], model, path)
+    fresh_schedule = scheduler.state_dict()
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if set(state["scheduler"]) != set(fresh_schedule):
+            raise KeyError("scheduler keys")
+        scheduler.load_state_dict(state["scheduler"])
+        current = rng_states()
+        try:
+            restore_rng_states(state["rng"])
+        finally:
+            restore_rng_states(current)
+    except Exception as err:  # torch's and numpy's loaders raise many types on a crafted state
+        raise RotnetError(f"checkpoint {path} holds an optimizer, scheduler or RNG state this run "
+                          f"cannot restore ({type(err).__name__})") from None
+    for group in optimizer.param_groups:
+        if not all(_is_number(group.get(k, 0)) for k in ("lr", "momentum", "weight_decay")):
+            raise RotnetError(f"checkpoint {path} holds a non-numeric optimizer setting")
+    for param, values in optimizer.state.items():
+        buffer = values.get("momentum_buffer")
+        if buffer is not None and (not isinstance(buffer, torch.Tensor)
+                                   or buffer.shape != param.shape):
+            raise RotnetError(f"checkpoint {path} holds an optimizer state of the wrong shape")
 
 
 def pretrain_profile(path: str | Path) -> str | None:

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from rotnet import __version__
 from rotnet.cli_options import (PAPER, RunOptions, checkpoint_file, choice_option, from_profile,
-                                run_options)
+                                out_option, run_options)
 from rotnet.config import DATASETS, PRECISIONS, PROFILES
 from rotnet.errors import RotnetError
 from rotnet.protocol import RANDOM_VARIANTS
@@ -225,9 +225,9 @@ def attention(
 
 @app.command()
 def report(
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the tables and figures "
-                                       "(default: reports/ for params.yaml's protocol, else "
-                                       "reports/<experiment, params file or profile>/)."),
+    out: Optional[str] = out_option("Where to write the tables and figures (default: reports/ "
+                                    "for params.yaml's protocol, else reports/<experiment, "
+                                    "params file or profile>/)."),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="The protocol to report: "
                                 "cells take only runs whose fingerprint these params imply."),
     exp: Optional[str] = typer.Option(None, "--exp", help="Report the protocol of this DVC "
@@ -307,8 +307,7 @@ def ablate(
 @app.command("params")
 def params_command(
     profile: str = choice_option("paper", "--profile", PROFILES, "paper, paper-authors, quick or smoke."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write here (e.g. params.yaml) "
-                                       "instead of printing."),
+    out: Optional[str] = out_option("Write here (e.g. params.yaml) instead of printing."),
 ):
     """Print (or write) a complete params.yaml for a profile; writing it switches the DVC
     pipeline to that profile.
@@ -319,8 +318,14 @@ def params_command(
     from rotnet.params import dump_params
 
     text = dump_params(Config.profile_defaults(profile))
+    if out and out.is_dir():
+        raise RotnetError(f"--out {out} is a folder; name the file to write "
+                          f"(e.g. {out / 'params.yaml'})")
     if out:
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OSError as err:  # a read-only or pseudo file system (/proc), a full disk
+            raise RotnetError(f"cannot write {out}: {err.strerror or type(err).__name__}") from None
         console.print(f"wrote the {profile} profile to {out}")
     else:
         sys.stdout.write(text)
@@ -350,8 +355,8 @@ def tune(
                                              "train (default: the profile's)."),
     write_params: Optional[Path] = typer.Option(None, "--write-params", help="Write the best values "
                                                 "into this params.yaml's <target>.optim section."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where trial runs go (default "
-                                       "<project>/outputs/tune/<study>/trial-NNNN)."),
+    out: Optional[str] = out_option("Where trial runs go (default "
+                                    "<project>/outputs/tune/<study>/trial-NNNN)."),
     *, options: RunOptions,
 ):
     """Tune lr, weight decay and epochs (milestones at 50/75/90% of them) with Optuna, on a
@@ -423,13 +428,33 @@ def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0
 
 def main() -> None:
     try:
-        app()
+        # Not standalone: Click's usage errors reach us, to be printed as one line (its own
+        # report is a usage line, a hint and a 3-line panel).
+        code = app(standalone_mode=False)
     except RotnetError as err:
-        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        fail(str(err))
+    except typer.TyperException as err:  # Click's usage errors (bad value, unknown option)
+        if type(err).__name__ == "NoArgsIsHelpError":  # plain `rotnet`: the help, as before
+            err.show()
+            sys.exit(err.exit_code)
+        fail(usage_error_line(err), getattr(err, "exit_code", 2))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/] (rerun the same command to resume)")
         sys.exit(130)
+    # typer.Exit(n) (report --strict) comes back as n; a command itself returns None.
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def usage_error_line(err) -> str:
+    """A Click usage error in one line, naming the command's help."""
+    message = " ".join(err.format_message().split())
+    ctx = getattr(err, "ctx", None)
+    return f"{message} (see {ctx.command_path} --help)" if ctx is not None else message
 
 
 if __name__ == "__main__":

@@ -55,6 +55,23 @@ def checkpoint_file(path: Optional[Path]) -> Optional[Path]:
     return path
 
 
+def output_path(value: Optional[str]) -> Optional[Path]:
+    """--out as a Path, refused at parse time when empty (Path("") would be the current
+    folder) or too long for any file system."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise RotnetError("--out '': give a path (--out . for the current folder)")
+    from rotnet.outdir import check_path
+
+    check_path(Path(value), "--out")
+    return Path(value)
+
+
+def out_option(help: str):
+    return typer.Option(None, "--out", help=help, callback=output_path)
+
+
 PROFILE_HELP = ("paper (CIFAR-10, the reference protocol), paper-authors (the same with the "
                 "authors' code's 200-epoch pretraining), quick (minutes on a CPU) or smoke (seconds).")
 
@@ -74,8 +91,8 @@ SHARED = {
                                          "augmentation); " + from_profile(PAPER.runtime.seed) + ".")),
     "device": (Optional[str], typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N; "
                                            + from_profile(PAPER.runtime.device) + ".")),
-    "out": (Optional[Path], typer.Option(None, "--out", help="Output directory (checkpoint.pt, "
-                                         "metrics.json). Rerunning into the same directory resumes.")),
+    "out": (Optional[str], out_option("Output directory (checkpoint.pt, metrics.json). "
+                                      "Rerunning into the same directory resumes.")),
     "sets": (Optional[list[str]], typer.Option(None, "--set", help="Override any config key, e.g. "
                                                "--set pretrain.optim.lr=0.05 (repeatable).")),
     "track": (bool, typer.Option(True, "--track/--no-track", help="Log the run to MLflow.")),

@@ -91,6 +91,9 @@ def load_data(name: str, root: str = "data", *, seed: int = 0, train_size: int |
     else:
         train, test, classes = _load_image_folder(Path(root), seed)
 
+    for split, (_, labels) in (("training", train), ("test", test)):
+        if len(labels) == 0:  # a mean over no images, a division by zero after an epoch
+            raise RotnetError(f"the {name} data under {root} has no {split} images")
     train = _balanced_subset(*train, train_size, np.random.default_rng([seed, 0]), f"{name} train")
     test = _balanced_subset(*test, test_size, np.random.default_rng([seed, 1]), f"{name} test")
     if name == "cifar10":
@@ -247,12 +250,18 @@ def _read_class_folders(folder: Path):
     if not files:
         raise RotnetError(f"no images found in class folders under {folder} "
                           f"(expected {folder}/<class>/<image>.png etc.)")
+    empty = sorted(set(classes) - {classes[label] for _, label in files})
+    if empty:  # a class no image teaches, whose test accuracy would be 0/0
+        raise RotnetError(f"class folder {folder / empty[0]} has no images; add some or remove it")
     images = torch.empty((len(files), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     for i, (path, _) in enumerate(files):
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
+        except Image.DecompressionBombError:
+            raise RotnetError(f"image {path} is too large to decode safely (over "
+                              f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
             raise RotnetError(f"cannot read image {path}: {error}") from None
         # Shorter side to 32, then the central 32×32: no distortion of the aspect ratio.
         image = F.center_crop(F.resize(image, IMAGE_SIZE), [IMAGE_SIZE, IMAGE_SIZE])

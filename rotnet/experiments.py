@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +24,21 @@ from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data, test_set_digest
 from rotnet.distributed import check_batch, join
-from rotnet.engine import Hooks, Runtime, StopRun, Task, class_accuracy, fit, test_set_predictions
+from rotnet.engine import (Hooks, Runtime, StopRun, Task, class_accuracy, fit, make_optimizer,
+                           test_set_predictions)
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
-from rotnet.registry import HEADS, variant_name
+from rotnet.registry import BLOCK_CHOICES, HEADS, ROTATION_SETS, variant_name
 from rotnet.rotations import rotation_set
-from rotnet.tracking import NullTracker, Tracker, class_metric, flatten
+from rotnet.tracking import ATTEMPT_TAG, NullTracker, Tracker, class_metric, flatten
 
 METRICS_FILE = "metrics.json"
 # A classifier's predicted class per test image, beside metrics.json and logged to its run:
 # the paper's claims compare cells image by image (rotnet.significance).
 PREDICTIONS_FILE = "predictions.json"
 RUN_FILE = "mlflow-run-id"  # the folder's MLflow run, written as soon as it is opened
+ATTEMPT_PREFIX = "attempt:"  # RUN_FILE before the run exists: the token its ATTEMPT_TAG holds
 
 
 @dataclass
@@ -80,9 +83,9 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
     """Train `task` as a tracked, resumable run in `out_dir`; `model` names what it trains
     for the run's protocol fingerprint (see `rotnet.protocol`).
 
-    Everything that can be refused (device, checkpoint, MLflow store, the folder itself and
-    its lock) is checked before metrics.json is removed or a run is opened or reopened, so a
-    failing rerun leaves a finished result as it was."""
+    Everything that can be refused (device, checkpoint, the folder itself and its lock, then
+    the MLflow store) is checked before metrics.json is removed or a run is opened or
+    reopened, so a failing rerun leaves a finished result as it was."""
     runtime = Runtime(config.runtime)
     check_batch(optim.batch_size, runtime.world)  # before joining the process group
     join(runtime.world, runtime.device.type)  # torchrun's process group, joined here explicitly
@@ -90,10 +93,9 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
     if not runtime.world.is_main:  # under torchrun only rank 0 logs and writes results
         tracker, hooks = NullTracker(), None
     out_dir = Path(out_dir)
-    state = checkpoint.open_for_resume(out_dir / "checkpoint.pt", task=task.name, arch=task.arch,
-                                       config=config.to_dict())  # refused before anything is logged
-    tracker.connect()
+    state = _open_checkpoint(out_dir, task, optim, config)  # refused before anything is logged
     with outdir.claim(out_dir) if runtime.world.is_main else contextlib.nullcontext():
+        tracker.connect()  # a new store is created only once the folder is this run's
         (out_dir / METRICS_FILE).unlink(missing_ok=True)
         resolved = runtime.describe()  # what ran, never "auto": tagged resolved.<key>
         tags = {k: str(v) for k, v in {"task": task.name, "dataset": config.data.dataset,
@@ -133,18 +135,42 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
     return RunResult(run_id, out_dir, metrics, history)
 
 
+def _open_checkpoint(out_dir: Path, task: Task, optim: OptimConfig, config: Config) -> dict | None:
+    """The folder's checkpoint to resume from (None: none), refused if it is another task's,
+    architecture's or settings', or if its content would not restore into `task`."""
+    outdir.check_path(out_dir)  # before `exists()`, which raises on a name too long
+    path = out_dir / "checkpoint.pt"
+    state = checkpoint.open_for_resume(path, task=task.name, arch=task.arch,
+                                       config=config.to_dict())
+    if state is not None:
+        optimizer, scheduler = make_optimizer(task.model, optim, task.lr_scales)  # thrown away
+        checkpoint.check_restorable(state, model=task.model, optimizer=optimizer,
+                                    scheduler=scheduler, path=path)
+    return state
+
+
 def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags: dict,
               state: dict | None, is_main: bool) -> str:
     """Reopen the checkpoint's run (re-logging epochs a kill kept out of MLflow), or start a
-    new one; a run a kill left RUNNING before this folder's first checkpoint is closed."""
+    new one. `mlflow-run-id` names the attempt before the run exists (`attempt:<token>`, the
+    run's ATTEMPT_TAG) and the run once it does, so a rerun closes (KILLED) any run a kill
+    left RUNNING before this folder's first checkpoint, however early the kill."""
     resume_id = state["extra"].get("run_id") if state else None
     record = out_dir / RUN_FILE
-    orphan = record.read_text().strip() if record.is_file() else ""
-    if orphan and orphan != resume_id:
-        tracker.close_orphan(orphan)
-    run_id = tracker.start(run_name, params, tags, resume_run_id=resume_id)
+    recorded = record.read_text().strip() if record.is_file() else ""
+    if recorded.startswith(ATTEMPT_PREFIX):
+        tracker.close_attempt(recorded[len(ATTEMPT_PREFIX):], keep=resume_id)
+    elif recorded and recorded != resume_id:
+        tracker.close_orphan(recorded)
+    attempt = uuid.uuid4().hex
+    if is_main:
+        checkpoint.atomic_write_text(record, f"{ATTEMPT_PREFIX}{attempt}\n")
+    run_id = tracker.start(run_name, params, {**tags, ATTEMPT_TAG: attempt},
+                           resume_run_id=resume_id)
     if is_main and run_id:
         checkpoint.atomic_write_text(record, run_id + "\n")
+    elif is_main:  # untracked: no run to record
+        record.unlink(missing_ok=True)
     crash_point("started", 0)
     if state:
         tracker.log_missing_epochs(state["history"])
@@ -174,7 +200,10 @@ def _final_predictions(task: Task, data: ImageData, runtime: Runtime, tracker: T
             {"test_set_sha256": test_set_digest(data), "labels": data.test_labels.tolist(),
              "predicted": predicted.tolist()}, separators=(",", ":")) + "\n")
         tracker.log_artifact(path)
-    return dict(zip(data.classes, class_accuracy(predicted, data.test_labels, data.num_classes)))
+    tested = torch.bincount(data.test_labels, minlength=data.num_classes).tolist()
+    # A class without test images (a small test split) has no accuracy, not NaN.
+    return {name: acc for name, acc, n in zip(
+        data.classes, class_accuracy(predicted, data.test_labels, data.num_classes), tested) if n}
 
 
 def _finish(tracker: Tracker, out_dir: Path, history: list[dict], run_id: str, resolved: dict,
@@ -187,15 +216,25 @@ def _finish(tracker: Tracker, out_dir: Path, history: list[dict], run_id: str, r
                "checkpoint_sha256": checkpoint.file_sha256(ckpt_path), "run_id": run_id}
     if per_class:
         metrics["test_acc_per_class"] = per_class
+    text = metrics_json({**metrics, "runtime": resolved, "tags": tags})  # before anything is logged
+    if per_class:
         tracker.log_metrics({class_metric(name): acc for name, acc in per_class.items()},
                             step=metrics["epochs"])
     tracker.log_metrics({"best_test_acc": best["test_acc"]}, step=best["epoch"])
     tracker.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
                       "checkpoint_sha256": metrics["checkpoint_sha256"]})
     if is_main:
-        checkpoint.atomic_write_text(out_dir / METRICS_FILE, json.dumps(
-            {**metrics, "runtime": resolved, "tags": tags}, indent=2, sort_keys=True) + "\n")
+        checkpoint.atomic_write_text(out_dir / METRICS_FILE, text)
     return metrics
+
+
+def metrics_json(values: dict) -> str:
+    """metrics.json's text: always valid JSON, so a NaN or infinite value is refused (a
+    one-line RotnetError, the run FAILED), never written as a bare NaN."""
+    try:
+        return json.dumps(values, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError:
+        raise RotnetError("a final metric is NaN or infinite; metrics.json not written") from None
 
 
 def pretrain(config: Config, out_dir: str | Path | None = None, *, tracker: Tracker | None = None,
@@ -234,23 +273,41 @@ def load_backbone(path: str | Path) -> Backbone:
     serve is checked where it is used (`check_backbone`)."""
     state = checkpoint.load_checkpoint(path, task="pretrain")
     arch = state["arch"]
-    model = NINClassifier(arch["blocks"], len(rotation_set(arch["rotations"])), arch["in_channels"],
-                          arch["width"])
+    with torch.device("meta"):  # its shapes, allocating nothing whatever width it declares
+        checkpoint.check_weights(state["model"], declared_rotnet(arch, path), path)
+    model = declared_rotnet(arch, path)
     model.load_state_dict(state["model"])
-    tags = state["extra"].get("tags", {})
+    tags = state["extra"].get("tags")
+    tags = tags if isinstance(tags, dict) else {}
     # The pretraining run's own fingerprint (with its resolved precision); checkpoints older
     # than the fingerprint tag: computed from the checkpoint's config.
-    pretrain_fp = tags.get("fingerprint") or protocol.pretrain_fingerprint(
-        Config.from_dict(state["config"]), tags.get("resolved.precision", "fp32"))
+    pretrain_fp = tags.get("fingerprint")
+    if not protocol.is_fingerprint(pretrain_fp):
+        pretrain_fp = protocol.pretrain_fingerprint(Config.from_dict(state["config"]),
+                                                    str(tags.get("resolved.precision", "fp32")))
     lineage = {"pretrain_run_id": state["extra"].get("run_id", ""),
                "pretrain_fingerprint": pretrain_fp,
                "pretrain_checkpoint": str(Path(path).resolve()),
                "pretrain_checkpoint_sha256": checkpoint.file_sha256(path),
-               "pretrain_epoch": state["epoch"], "variant": tags.get("variant", ""),
+               "pretrain_epoch": state["epoch"],
+               "variant": variant_name(arch["blocks"], arch["rotations"]),  # not a tag: a path part
                "blocks": arch["blocks"], "rotations": arch["rotations"], "width": arch["width"]}
     backbone = Backbone(model.backbone, lineage,
                         protocol.pretrained_backbone(pretrain_fp, state["epoch"]))
     return backbone
+
+
+def declared_rotnet(arch: dict, path: str | Path) -> NINClassifier:
+    """The RotNet a pretraining checkpoint's `arch` declares, refused unless every field is
+    one a RotNet can have."""
+    fields = {k: arch.get(k) for k in ("blocks", "rotations", "in_channels", "width")}
+    blocks, rotations, channels, width = fields.values()
+    if not (type(blocks) is int and blocks in BLOCK_CHOICES and isinstance(rotations, str)
+            and rotations in ROTATION_SETS and type(channels) is int and channels >= 1
+            and type(width) in (int, float) and 0 < width < 1e3):
+        raise RotnetError(f"checkpoint {path} declares an architecture a RotNet cannot have: "
+                          f"{fields}")
+    return NINClassifier(blocks, len(rotation_set(rotations)), channels, width)
 
 
 def check_backbone(backbone: Backbone, *, channels: int, block: int | None = None) -> None:

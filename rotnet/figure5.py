@@ -12,7 +12,8 @@ from rotnet.engine import Hooks
 from rotnet.errors import RotnetError
 from rotnet.experiments import (Backbone, RunResult, load_backbone, load_dataset, output_root, probe,
                                 supervised)
-from rotnet.subsets import covers_training_set, read_label_subset, subset_path, write_label_subset
+from rotnet.subsets import (covers_training_set, label_subset, read_label_subset, subset_path,
+                            write_label_subset)
 from rotnet.tracking import Study, Tracker
 
 
@@ -35,6 +36,8 @@ def _nested(tracker: Tracker | None, study: Study) -> Tracker:
 def write_subsets(config: Config, directory: str | Path) -> list[Path]:
     """The label-subset index files for every size in `config.semisup.per_class`."""
     data = load_dataset(config)
+    for k in config.semisup.per_class:  # every size is checked before any file is written
+        label_subset(data.train_labels, k)
     return [write_label_subset(directory, data.train_labels, k, data.name)
             for k in config.semisup.per_class]
 
@@ -75,10 +78,14 @@ def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | 
 
 
 def snapshot_files(pretrain_dir: str | Path) -> list[Path]:
+    """The folder's snapshots, every one read and checked as a backbone before the first
+    probe runs: a damaged one is refused before anything is written."""
     files = sorted(Path(pretrain_dir).glob("snapshot-epoch*.pt"))
     if not files:
         raise RotnetError(f"no pretraining snapshots (snapshot-epochNNN.pt) in {pretrain_dir}; "
                           "pretrain with pretrain.snapshot_every > 0")
+    for snapshot in files:
+        load_backbone(snapshot)
     return files
 
 

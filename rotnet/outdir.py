@@ -17,11 +17,32 @@ from rotnet.errors import RotnetError
 LOCK_FILE = ".lock"
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes: Linux's limits on a name and a whole path
+
+
+def check_path(path: Path, what: str = "output folder") -> None:
+    """Refuse a path no file system can hold (a name over NAME_MAX bytes, a path over
+    PATH_MAX) with one line, before anything looks at it (`exists()` itself would raise)."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise RotnetError(f"{what} {str(path)[:60]}...: the name {part[:20]}... is "
+                              f"{len(os.fsencode(part))} bytes long, the limit is {NAME_MAX}")
+    length = len(os.fsencode(str(path.absolute())))
+    if length >= PATH_MAX:
+        raise RotnetError(f"{what} {str(path)[:60]}... is {length} bytes long, the limit is "
+                          f"{PATH_MAX - 1}")
+
+
 @contextlib.contextmanager
 def claim(out_dir: Path):
     """Create `out_dir` (an OSError is a one-line RotnetError, leaving nothing behind), lock
-    it or refuse naming the holder, and clear the temp files a killed writer left."""
-    with _open_lock_file(out_dir) as handle:
+    it or refuse naming the holder, and clear the temp files a killed writer left. If the
+    body fails before writing anything there (e.g. the MLflow store is refused), the
+    folders this call made are removed again."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RotnetError(f"output folder {out_dir} is a file")
+    created = next((p for p in reversed([out_dir, *out_dir.parents]) if not p.exists()), None)
+    with _open_lock_file(out_dir, created) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -34,13 +55,19 @@ def claim(out_dir: Path):
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         remove_stale_temp_files(out_dir)
-        yield
+        try:
+            yield
+        except BaseException:
+            if created is not None and _holds_only_the_lock(created, out_dir):
+                shutil.rmtree(created, ignore_errors=True)
+            raise
 
 
-def _open_lock_file(out_dir: Path):
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RotnetError(f"output folder {out_dir} is a file")
-    created = next((p for p in reversed([out_dir, *out_dir.parents]) if not p.exists()), None)
+def _holds_only_the_lock(created: Path, out_dir: Path) -> bool:
+    return [p for p in created.rglob("*") if not p.is_dir()] == [out_dir / LOCK_FILE]
+
+
+def _open_lock_file(out_dir: Path, created: Path | None):
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         return open(out_dir / LOCK_FILE, "a+")

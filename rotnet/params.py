@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from rotnet.errors import RotnetError
+
+# YAML 1.2's float forms that PyYAML (YAML 1.1) reads as strings: an exponent without a dot
+# or without a sign (`1e-3`, `5E4`, `1.5e3`). What researchers type, and what DVC's
+# ruamel.yaml (YAML 1.2) reads as a number.
+YAML12_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
+def yaml_load(text: str):
+    """`yaml.safe_load`, with numbers read as YAML 1.2 reads them (see YAML12_FLOAT)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+.0123456789"))
+    return yaml.load(text, Loader=Loader)
 
 
 def read_params(path: str | Path) -> dict:
@@ -14,7 +31,7 @@ def read_params(path: str | Path) -> dict:
     if not path.is_file():
         raise RotnetError(f"params file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
         raise RotnetError(f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as err:
@@ -32,7 +49,7 @@ def parse_set(item: str) -> dict:
     if not sep or not key.strip():
         raise RotnetError(f"--set expects key=value, got {item!r}")
     try:
-        value = yaml.safe_load(raw)
+        value = yaml_load(raw)
     except yaml.YAMLError:
         value = raw
     return nested({key.strip(): value})
@@ -101,7 +118,7 @@ def revision_params(name: str, cwd: str | Path = ".") -> dict:
     shown = git("show", f"{matches[0] if matches else name}:params.yaml")
     if shown.returncode != 0:
         raise RotnetError(f"no DVC experiment or git revision {name!r} with a params.yaml")
-    values = yaml.safe_load(shown.stdout) or {}
+    values = yaml_load(shown.stdout) or {}
     if not isinstance(values, dict):
         raise RotnetError(f"params.yaml of {name!r} must hold a mapping of sections")
     return values

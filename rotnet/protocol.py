@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 
 from rotnet.config import Config, OptimConfig, PretrainConfig, RuntimeConfig
 
@@ -36,6 +37,11 @@ def fingerprint(config: Config, optim: OptimConfig, model: dict, precision: str)
                 "precision": precision}
     text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
+
+
+def is_fingerprint(value) -> bool:
+    """Whether `value` has a fingerprint's form (a checkpoint's tag may be anything)."""
+    return isinstance(value, str) and re.fullmatch(f"[0-9a-f]{{{FINGERPRINT_CHARS}}}", value) is not None
 
 
 def run_precision(runtime: RuntimeConfig) -> str:

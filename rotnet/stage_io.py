@@ -67,7 +67,7 @@ def write_run_metrics(path: str | Path, result) -> None:
     run id (MLflow and the run's own metrics.json have it), which DVC would show as one more
     column per file."""
     payload = {key: round(result.metrics[key], 4) for key in RUN_METRICS}
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def write_history_csv(path: str | Path, history: list[dict]) -> None:

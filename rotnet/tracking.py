@@ -45,8 +45,16 @@ def ui_link(base: str, experiment_id: str, run_id: str | None = None) -> str:
 
 def experiment_id(experiment: str = EXPERIMENT) -> str | None:
     """The id of `experiment` in the store, or None before its first run."""
+    if not store_exists():
+        return None
     found = _client().get_experiment_by_name(experiment)
     return found.experiment_id if found is not None else None
+
+
+def store_exists() -> bool:
+    """False for a local sqlite store not made yet (any other store: True)."""
+    uri = tracking_uri()
+    return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file()
 
 
 def tracking_uri() -> str:
@@ -107,6 +115,7 @@ def _store_lock(uri: str):
 
 STUDY_TAG = "rotnet.study"  # a parent run's key: the study its nested runs belong to
 PARENT_TAG = "mlflow.parentRunId"  # what nests a run under another in the MLflow UI
+ATTEMPT_TAG = "rotnet.attempt"  # the start of a run that an output folder records first
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,18 @@ class Tracker:
         if run.info.status == "RUNNING":
             self.client.set_terminated(run_id, status="KILLED")
 
+    def close_attempt(self, attempt: str, keep: str | None = None) -> None:
+        """Mark the runs of `attempt` (ATTEMPT_TAG) still RUNNING as KILLED: a process killed
+        before it recorded their id made them. `keep` (the run a checkpoint resumes) stays."""
+        if not re.fullmatch(r"[0-9a-f]+", attempt):  # a token this module wrote, or nothing
+            return
+        found = self.client.search_runs(
+            [self._experiment_id()], f"tags.`{ATTEMPT_TAG}` = '{attempt}' and "
+                                     "attributes.status = 'RUNNING'")
+        for run in found:
+            if run.info.run_id != keep:
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+
     def log_epoch(self, metrics: dict) -> None:
         """One history entry, at step = its epoch."""
         self.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=metrics["epoch"])
@@ -320,6 +341,9 @@ class NullTracker(Tracker):
     def close_orphan(self, run_id) -> None:
         pass
 
+    def close_attempt(self, attempt, keep=None) -> None:
+        pass
+
     def log_missing_epochs(self, history) -> None:
         pass
 
@@ -354,6 +378,8 @@ class NullTracker(Tracker):
 
 def search_runs(filter_string: str = "", experiment: str = EXPERIMENT) -> list:
     """Finished runs of the experiment matching an MLflow filter, oldest first."""
+    if not store_exists():  # reading must not create a store (nor print MLflow's set-up lines)
+        return []
     client = _client()
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -383,8 +409,14 @@ def read_json_artifact(run_id: str, path: str) -> dict | None:
 
 
 def run_metrics(run_id: str) -> dict[str, float]:
-    """Each metric's latest value on a run."""
-    return dict(_client().get_run(run_id).data.metrics)
+    """Each metric's latest value on a run (none for a run the store does not hold, e.g. a
+    lineage tag pointing at a deleted run)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(_client().get_run(run_id).data.metrics)
+    except MlflowException:
+        return {}
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:

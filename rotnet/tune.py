@@ -127,6 +127,7 @@ def write_params(path: str | Path, target: str, params: dict) -> None:
     import yaml
 
     from rotnet.checkpoint import atomic_write_text
+    from rotnet.params import yaml_load
 
     path = Path(path)
     if not path.is_file():
@@ -147,12 +148,12 @@ def write_params(path: str | Path, target: str, params: dict) -> None:
         rt.dump(doc, buffer)
         new_text = buffer.getvalue()
     except ImportError:  # plain PyYAML: the values are kept, the comments are not
-        doc = yaml.safe_load(text) or {}
+        doc = yaml_load(text) or {}
         doc.setdefault(target, {}).setdefault("optim", {}).update(values)
         new_text = yaml.safe_dump(doc, sort_keys=False)
     except Exception as err:
         raise RotnetError(f"cannot update {path}: {str(err).splitlines()[0]}") from None
-    Config.from_dict(yaml.safe_load(new_text))  # never write a params file the pipeline rejects
+    Config.from_dict(yaml_load(new_text))  # never write a params file the pipeline rejects
     atomic_write_text(path, new_text)
 
 

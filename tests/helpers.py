@@ -41,6 +41,39 @@ def tiny_config(overrides: dict | None = None):
     return Config.from_dict(merge(TINY, overrides or {}))
 
 
+def write_params(path: Path, overrides: dict | None = None) -> Path:
+    """A params file of the TINY config (with `overrides`)."""
+    from rotnet.params import dump_params
+
+    path.write_text(dump_params(tiny_config(overrides)))
+    return path
+
+
+def cli_main(argv) -> int:
+    """`rotnet <argv>` in this process (as the console script runs it); its exit code."""
+    from rotnet import cli
+
+    old = sys.argv
+    sys.argv = ["rotnet", *map(str, argv)]
+    try:
+        cli.main()
+    except SystemExit as exit_:
+        return exit_.code or 0
+    finally:
+        sys.argv = old
+    return 0
+
+
+class RunsCode:
+    """A pickle that calls os.system when unpickled by a full unpickler."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
 class Store:
     """A throw-away MLflow store and a few queries on it."""
 
@@ -107,3 +140,39 @@ def copy_project(dest: Path, env: dict, profile: str = "smoke") -> Path:
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
         run_command(cmd, dest, env)
     return dest
+
+
+def crafted_checkpoints(good: Path, folder: Path) -> dict[str, Path]:
+    """Checkpoints with the right format marker whose content is wrong, each a copy of the
+    pretraining checkpoint `good` with one thing changed: name -> its file in `folder`."""
+    import torch
+
+    def first_float(state):
+        return next(k for k, v in state["model"].items() if v.is_floating_point())
+
+    edits = {
+        "no task": lambda s: s.pop("task"),
+        "no arch": lambda s: s.pop("arch"),
+        "arch of 5 blocks": lambda s: s["arch"].update(blocks=5),
+        "arch of another width": lambda s: s["arch"].update(width=s["arch"]["width"] * 2),
+        "arch width huge": lambda s: s["arch"].update(width=1e12),
+        "arch rotations unknown": lambda s: s["arch"].update(rotations="7"),
+        "missing tensor": lambda s: s["model"].pop(first_float(s)),
+        "weights not tensors": lambda s: s["model"].update({first_float(s): 1.5}),
+        "NaN weights": lambda s: s["model"][first_float(s)].fill_(float("nan")),
+        "empty history": lambda s: s.update(history=[]),
+        "epoch 0": lambda s: s.update(epoch=0),
+        "config not a dict": lambda s: s.update(config=[1, 2]),
+        "optimizer state of another shape": lambda s: next(
+            v for v in s["optimizer"]["state"].values()).update(momentum_buffer=torch.zeros(3)),
+        "scheduler without keys": lambda s: s.update(scheduler={}),
+        "rng missing": lambda s: s["rng"].pop("numpy"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for name, edit in edits.items():
+        state = torch.load(good, map_location="cpu", weights_only=True)
+        edit(state)
+        made[name] = folder / (name.replace(" ", "-") + ".pt")
+        torch.save(state, made[name])
+    return made

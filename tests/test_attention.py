@@ -67,12 +67,13 @@ def test_every_block_map_is_upsampled_to_the_image():
 
 
 def test_a_constant_map_correlates_0_and_scale_does_not_matter():
-    a = torch.rand(2, 8, 8)
+    a = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(attention.correlation(a, a), torch.ones(2, dtype=torch.float64))
     assert torch.allclose(attention.correlation(a, -a), -torch.ones(2, dtype=torch.float64))
     assert torch.equal(attention.correlation(a, torch.ones(2, 8, 8)), torch.zeros(2, dtype=torch.float64))
     tiny = attention.correlation(a * 1e-20, a.flip(-1))
-    assert torch.allclose(tiny, attention.correlation(a, a.flip(-1)))
+    # float32 rounding of the tiny map: equal to ~1e-7, also where the correlation is near 0
+    assert torch.allclose(tiny, attention.correlation(a, a.flip(-1)), atol=1e-6)
 
 
 # ---- the measures ------------------------------------------------------------------

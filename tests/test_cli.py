@@ -200,6 +200,22 @@ CHOICE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["pretrain", "--epochs", "abc"], ["--epochs", "valid integer", "rotnet pretrain --help"]),
+    (["pretrain", "--epochs", "1e9"], ["--epochs", "valid integer"]),
+    (["pretrain", "--epoch", "3"], ["No such option: --epoch", "--epochs"]),  # did you mean
+    (["probe"], ["Missing argument", "rotnet probe --help"]),
+    (["pretrain", "extra"], ["unexpected extra argument"]),
+    (["nonsense"], ["No such command"]),
+])
+def test_a_usage_error_is_one_line_not_a_panel(argv, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call(argv, capsys, monkeypatch)
+    assert code == 2
+    assert_one_line_error(err, *words)
+    assert "╭" not in err and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv, message", CHOICE_CASES, ids=[" ".join(c[0]) for c in CHOICE_CASES])
 def test_a_bad_choice_names_the_option_typed(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ablation/dvc.yaml, params.yaml or checkpoint here:

@@ -194,6 +194,36 @@ def test_parse_set_builds_a_nested_dict_with_yaml_values():
     assert parse_set("data.root=[oops") == {"data": {"root": "[oops"}}
 
 
+@pytest.mark.parametrize("raw, value", [("1e-3", 1e-3), ("5E-4", 5e-4), ("1.5e3", 1500.0),
+                                        ("-2e-2", -0.02), ("+3e1", 30.0), (".5e1", 5.0),
+                                        ("10", 10), ("0.1", 0.1), ("1e", "1e"), ("e3", "e3")])
+def test_set_values_are_numbers_as_yaml_1_2_reads_them(raw, value):
+    """PyYAML (YAML 1.1) reads `1e-3` as a string; researchers and DVC (YAML 1.2) mean 0.001."""
+    parsed = parse_set(f"pretrain.optim.lr={raw}")["pretrain"]["optim"]["lr"]
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_set_lr_1e_3_reaches_the_config():
+    from rotnet.cli_options import RunOptions
+
+    options = RunOptions(profile="smoke", sets=["pretrain.optim.lr=1e-3"])
+    assert options.config().pretrain.optim.lr == 0.001
+
+
+def test_a_params_file_as_dvc_exp_run_set_writes_it_reads_its_numbers(tmp_path):
+    """`dvc exp run -S key=value` rewrites params.yaml through DVC's apply_overrides, which
+    writes 1e-7 as `1e-07`: a YAML 1.1 string, a YAML 1.2 float."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text(dump_params(Config.profile_defaults("smoke")))
+    apply_overrides(path, ["pretrain.optim.lr=1e-7", "probe.optim.weight_decay=5e-4"])
+    assert "lr: 1e-07" in path.read_text()
+    assert yaml.safe_load(path.read_text())["pretrain"]["optim"]["lr"] == "1e-07"  # PyYAML alone
+    config = Config.from_dict(read_params(path))
+    assert config.pretrain.optim.lr == 1e-7 and config.probe.optim.weight_decay == 5e-4
+
+
 @pytest.mark.parametrize("item", ["pretrain.blocks", "=5", "  =5", ""])
 def test_parse_set_without_key_or_value_is_a_rotnet_error(item):
     with pytest.raises(RotnetError):

@@ -247,16 +247,15 @@ def test_classifier_runs_log_per_class_test_accuracy_at_the_final_epoch(tmp_path
     config = make_config({"supervised": {"optim": {"epochs": 2}}})
     result = experiments.supervised(config, out_dir=tmp_path, data=tiny_data)
     per_class = result.metrics["test_acc_per_class"]
-    assert list(per_class) == list(tiny_data.classes)
     counts = torch.bincount(tiny_data.test_labels, minlength=tiny_data.num_classes).tolist()
+    assert list(per_class) == [c for c, n in zip(tiny_data.classes, counts) if n]
     # weighted by the test images of each class, the per-class numbers give the overall one
     overall = sum(acc * n for acc, n in zip(per_class.values(), counts) if n) / sum(counts)
     assert overall == pytest.approx(result.metrics["test_acc"])
     run = tracking_store.run(result.run_id)
     for name, acc in per_class.items():
-        if acc == acc:  # NaN for a class without test images
-            assert run.data.metrics[f"test_acc_class_{name}"] == pytest.approx(acc)
-            assert tracking_store.history(result.run_id, f"test_acc_class_{name}")[0][0] == 2
+        assert run.data.metrics[f"test_acc_class_{name}"] == pytest.approx(acc)
+        assert tracking_store.history(result.run_id, f"test_acc_class_{name}")[0][0] == 2
     assert json.loads((tmp_path / "metrics.json").read_text())["test_acc_per_class"] == per_class
 
 
@@ -278,6 +277,31 @@ def test_classifier_runs_keep_their_test_predictions_beside_metrics_and_in_mlflo
     pretrained = json.loads((tiny_pretrained.parent / "metrics.json").read_text())
     assert not (tiny_pretrained.parent / experiments.PREDICTIONS_FILE).exists()  # a pretext run
     assert pretrained["tags"]["task"] == "pretrain"
+
+
+def strict_json(text: str):
+    """json.loads refusing NaN / Infinity (Python's accepts them; JSON has no such values)."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_class_without_test_images_has_no_accuracy_and_metrics_json_stays_json(
+        tmp_path, make_config, tiny_data):
+    import dataclasses
+
+    from rotnet.tracking import NullTracker
+
+    keep = tiny_data.test_labels != 0
+    data = dataclasses.replace(tiny_data, test_images=tiny_data.test_images[keep],
+                               test_labels=tiny_data.test_labels[keep])
+    result = experiments.supervised(make_config(), out_dir=tmp_path, data=data,
+                                    tracker=NullTracker())
+    metrics = strict_json((tmp_path / "metrics.json").read_text())
+    assert data.classes[0] not in metrics["test_acc_per_class"]
+    assert metrics["test_acc_per_class"] == result.metrics["test_acc_per_class"]
+    with pytest.raises(RotnetError, match="NaN or infinite"):
+        experiments.metrics_json({"test_acc": float("nan")})
 
 
 # ---- bad input: a RotnetError, and nothing that looks like a finished run ---------------
@@ -377,7 +401,7 @@ def test_label_subset_larger_than_a_class(tmp_path, make_config, tiny_pretrained
     config = make_config({"semisup": {"per_class": [5, 1000]}})
     with pytest.raises(RotnetError, match="1000"):
         figure5.write_subsets(config, tmp_path / "subsets")
-    assert not (tmp_path / "subsets" / "per_class_1000.json").exists()
+    assert list((tmp_path / "subsets").glob("*")) == []  # not even the size that fits
     with pytest.raises(RotnetError):
         figure5.semisup_run(config, "conv", 1000, tmp_path / "subsets",
                             backbone=experiments.load_backbone(tiny_pretrained),
