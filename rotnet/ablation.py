@@ -179,7 +179,7 @@ def markdown(config: Config, rows: list[Row], variant: str, baseline: str = BASE
 
 
 def write_markdown(config: Config, rows: list[Row], variant: str, out_dir: Path = REPORTS) -> Path:
-    from rotnet.checkpoint import atomic_write_text
+    from rotnet.files import atomic_write_text
 
     path = Path(out_dir) / f"ablation-{variant}.md"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ from rotnet.attention_figures import draw_figure3, draw_figure4, draw_figure6
 from rotnet.attention_render import (EQUIVARIANCE, SIMILARITY, attention_claims_markdown,
                                      attention_table_markdown, score_metrics)
 from rotnet.augment import normalize
-from rotnet.checkpoint import atomic_write, atomic_write_text, load_checkpoint
+from rotnet.checkpoint import load_checkpoint
+from rotnet.files import atomic_write, atomic_write_text
 from rotnet.config import Config
 from rotnet.data import CIFAR_MEAN, CIFAR_STD, ImageData, image_files, read_images
 from rotnet.errors import RotnetError

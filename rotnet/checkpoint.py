@@ -11,7 +11,6 @@ checkpoints travel between people, and a full unpickler runs whatever code a fil
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import random
 import zipfile
@@ -20,35 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rotnet import files
 from rotnet.config import flatten
 from rotnet.errors import RotnetError
 
 FORMAT = "rotnet-checkpoint/2"  # /2: RNG states as tensors, loadable weights_only
-
-
-TMP_MARK = ".tmp-"
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call `write(tmp_path)`, then rename onto `path`: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def remove_stale_temp_files(directory: str | Path) -> None:
-    """Half-written files a killed process left (call only while holding the folder's lock)."""
-    for tmp in Path(directory).glob(f".*{TMP_MARK}*"):
-        tmp.unlink(missing_ok=True)
 
 
 def rng_states() -> dict:
@@ -85,7 +60,7 @@ def save_checkpoint(path: str | Path, *, task: str, arch: dict, config: dict, mo
         "scheduler": scheduler.state_dict(), "rng": rng_states(), "history": history,
         "extra": extra or {},
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    files.atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path, *, task: str | None = None) -> dict:

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rotnet import attention_render, paper_claims, tracking
+from rotnet import attention_render, files, paper_claims, tracking
 from rotnet.paper_claims import CONV_SERIES, PROBE_SERIES, SUPERVISED_SERIES, Claim, Comparison
 from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SUPERVISED,
                            ReportData, Run)
 from rotnet.significance import (ALPHA, NOT_RUN, Decision, Sample, Scored, claim_verdict, decide,
                                  estimate, quantile)
 
-PREDICTIONS_ARTIFACT = "predictions.json"  # experiments.PREDICTIONS_FILE, logged at the root
 PAPER_TEST_IMAGES = 10_000  # CIFAR-10's test set: what every published number was scored on
 FIGURE_SERIES = {PROBE_SERIES: ("figure5a", SNAPSHOT_PROBE), CONV_SERIES: ("figure5b", ROTNET_CONV),
                  SUPERVISED_SERIES: ("figure5b", SUPERVISED)}
@@ -29,7 +28,7 @@ FIGURE_SERIES = {PROBE_SERIES: ("figure5a", SNAPSHOT_PROBE), CONV_SERIES: ("figu
 def scored_run(run: Run) -> Scored:
     """A run as the test sees it: its accuracy and, where it logged them, its predictions."""
     images = int(run.tags.get("test_images", "0") or 0)
-    record = tracking.read_json_artifact(run.run_id, PREDICTIONS_ARTIFACT)
+    record = tracking.read_json_artifact(run.run_id, files.PREDICTIONS)
     correct = test_set = None
     if record is not None:
         correct = np.asarray(record["predicted"]) == np.asarray(record["labels"])

@@ -313,7 +313,7 @@ def params_command(
     pipeline to that profile.
 
     Example: `rotnet params --profile quick --out params.yaml`"""
-    from rotnet.checkpoint import atomic_write_text
+    from rotnet.files import atomic_write_text
     from rotnet.config import Config
     from rotnet.params import dump_params
 

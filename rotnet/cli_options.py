@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import typer
 
+from rotnet import files
 from rotnet.config import DATASETS, PROFILES, Config
 from rotnet.errors import RotnetError
 
@@ -49,8 +50,8 @@ def choice_option(default, option: str, choices, help: str, *aliases: str):
 def checkpoint_file(path: Optional[Path]) -> Optional[Path]:
     """A directory given as a checkpoint: name the file the user probably meant."""
     if path is not None and path.is_dir():
-        inside = path / "checkpoint.pt"
-        hint = f"did you mean {inside}?" if inside.is_file() else "it has no checkpoint.pt"
+        inside = files.checkpoint_in(path)
+        hint = f"did you mean {inside}?" if inside.is_file() else f"it has no {files.CHECKPOINT}"
         raise RotnetError(f"checkpoint {path} is a directory, not a checkpoint file; {hint}")
     return path
 

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 
 from rotnet.errors import RotnetError
-from rotnet.registry import BLOCK_CHOICES, ROTATION_SETS
+from rotnet.registry import BLOCK_CHOICES, ROTATION_SETS, parse_variant
 
 PROFILES = ("paper", "paper-authors", "quick", "smoke")
 DATASETS = ("generated", "cifar10", "fashion-mnist", "imagefolder")
@@ -229,6 +229,16 @@ class Config:
             return dataclasses.replace(self.supervised.optim,
                                        epoch_samples=self.semisup.optim.epoch_samples)
         return self.semisup.optim
+
+    def with_seed(self, seed: int) -> "Config":
+        """This config for one seed of `seeds` (each training stage's runtime.seed)."""
+        return dataclasses.replace(self, runtime=dataclasses.replace(self.runtime, seed=seed))
+
+    def with_variant(self, variant: str) -> "Config":
+        """This config pretraining the RotNet `variant` names (blocks and rotation set)."""
+        blocks, rotations = parse_variant(variant)
+        return dataclasses.replace(self, pretrain=dataclasses.replace(
+            self.pretrain, blocks=blocks, rotations=rotations))
 
     def optim_sections(self):
         return [("pretrain.optim", self.pretrain.optim), ("probe.optim", self.probe.optim),

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rotnet import checkpoint, hardware
+from rotnet import checkpoint, files, hardware
 from rotnet.augment import apply_crop_flip, draw_crop_flip, normalize
 from rotnet.config import OptimConfig, RuntimeConfig
 from rotnet.data import ImageData
@@ -306,7 +306,7 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
     """
     hooks = hooks or Hooks()
     out_dir = Path(out_dir)
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = files.checkpoint_in(out_dir)
     runtime.prepare_module(task.model)
     if task.frozen is not None:
         runtime.prepare_module(task.frozen)
@@ -381,11 +381,11 @@ def check_finite(metrics: dict) -> None:
 def _keep_snapshot(out_dir: Path, epoch: int, snapshot_every: int, *, replace: bool) -> None:
     """Copy the checkpoint of a snapshot epoch to `snapshot-epochNNN.pt` (if `replace` is
     False, only where it is missing)."""
-    snapshot = out_dir / f"snapshot-epoch{epoch:03d}.pt"
+    snapshot = out_dir / files.snapshot_name(epoch)
     due = snapshot_every and epoch and epoch % snapshot_every == 0
     if due and (replace or not snapshot.exists()):
-        ckpt_path = out_dir / "checkpoint.pt"
-        checkpoint.atomic_write(snapshot, lambda tmp: shutil.copyfile(ckpt_path, tmp))
+        ckpt_path = files.checkpoint_in(out_dir)
+        files.atomic_write(snapshot, lambda tmp: shutil.copyfile(ckpt_path, tmp))
 
 
 class NonFiniteError(RotnetError):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from rotnet import checkpoint, outdir, protocol
+from rotnet import checkpoint, files, outdir, protocol
 from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data, test_set_digest
@@ -33,12 +33,7 @@ from rotnet.registry import BLOCK_CHOICES, HEADS, ROTATION_SETS, variant_name
 from rotnet.rotations import rotation_set
 from rotnet.tracking import ATTEMPT_TAG, NullTracker, Tracker, class_metric, flatten
 
-METRICS_FILE = "metrics.json"
-# A classifier's predicted class per test image, beside metrics.json and logged to its run:
-# the paper's claims compare cells image by image (rotnet.significance).
-PREDICTIONS_FILE = "predictions.json"
-RUN_FILE = "mlflow-run-id"  # the folder's MLflow run, written as soon as it is opened
-ATTEMPT_PREFIX = "attempt:"  # RUN_FILE before the run exists: the token its ATTEMPT_TAG holds
+ATTEMPT_PREFIX = "attempt:"  # files.RUN_ID before the run exists: the token its ATTEMPT_TAG holds
 
 
 @dataclass
@@ -96,7 +91,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
     state = _open_checkpoint(out_dir, task, optim, config)  # refused before anything is logged
     with outdir.claim(out_dir) if runtime.world.is_main else contextlib.nullcontext():
         tracker.connect()  # a new store is created only once the folder is this run's
-        (out_dir / METRICS_FILE).unlink(missing_ok=True)
+        (out_dir / files.METRICS).unlink(missing_ok=True)
         resolved = runtime.describe()  # what ran, never "auto": tagged resolved.<key>
         tags = {k: str(v) for k, v in {"task": task.name, "dataset": config.data.dataset,
                                        "profile": config.profile, "seed": config.runtime.seed,
@@ -127,7 +122,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, per_class,
                               runtime.world.is_main)
             if task.name == "pretrain":  # the backbone every probe reads, once, when final
-                tracker.log_artifact(out_dir / "checkpoint.pt")
+                tracker.log_artifact(files.checkpoint_in(out_dir))
         except BaseException as err:
             tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
             raise
@@ -139,7 +134,7 @@ def _open_checkpoint(out_dir: Path, task: Task, optim: OptimConfig, config: Conf
     """The folder's checkpoint to resume from (None: none), refused if it is another task's,
     architecture's or settings', or if its content would not restore into `task`."""
     outdir.check_path(out_dir)  # before `exists()`, which raises on a name too long
-    path = out_dir / "checkpoint.pt"
+    path = files.checkpoint_in(out_dir)
     state = checkpoint.open_for_resume(path, task=task.name, arch=task.arch,
                                        config=config.to_dict())
     if state is not None:
@@ -156,7 +151,7 @@ def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags
     run's ATTEMPT_TAG) and the run once it does, so a rerun closes (KILLED) any run a kill
     left RUNNING before this folder's first checkpoint, however early the kill."""
     resume_id = state["extra"].get("run_id") if state else None
-    record = out_dir / RUN_FILE
+    record = out_dir / files.RUN_ID
     recorded = record.read_text().strip() if record.is_file() else ""
     if recorded.startswith(ATTEMPT_PREFIX):
         tracker.close_attempt(recorded[len(ATTEMPT_PREFIX):], keep=resume_id)
@@ -164,11 +159,11 @@ def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags
         tracker.close_orphan(recorded)
     attempt = uuid.uuid4().hex
     if is_main:
-        checkpoint.atomic_write_text(record, f"{ATTEMPT_PREFIX}{attempt}\n")
+        files.atomic_write_text(record, f"{ATTEMPT_PREFIX}{attempt}\n")
     run_id = tracker.start(run_name, params, {**tags, ATTEMPT_TAG: attempt},
                            resume_run_id=resume_id)
     if is_main and run_id:
-        checkpoint.atomic_write_text(record, run_id + "\n")
+        files.atomic_write_text(record, run_id + "\n")
     elif is_main:  # untracked: no run to record
         record.unlink(missing_ok=True)
     crash_point("started", 0)
@@ -195,8 +190,8 @@ def _final_predictions(task: Task, data: ImageData, runtime: Runtime, tracker: T
         return {}
     predicted = test_set_predictions(task, data, runtime)
     if is_main:
-        path = out_dir / PREDICTIONS_FILE
-        checkpoint.atomic_write_text(path, json.dumps(
+        path = out_dir / files.PREDICTIONS
+        files.atomic_write_text(path, json.dumps(
             {"test_set_sha256": test_set_digest(data), "labels": data.test_labels.tolist(),
              "predicted": predicted.tolist()}, separators=(",", ":")) + "\n")
         tracker.log_artifact(path)
@@ -209,7 +204,7 @@ def _final_predictions(task: Task, data: ImageData, runtime: Runtime, tracker: T
 def _finish(tracker: Tracker, out_dir: Path, history: list[dict], run_id: str, resolved: dict,
             tags: dict, per_class: dict[str, float], is_main: bool) -> dict:
     """The final metrics: logged, tagged, and written to metrics.json (the finished mark)."""
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = files.checkpoint_in(out_dir)
     best = max(history, key=lambda m: m["test_acc"])
     metrics = {"test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"],
                "best_epoch": best["epoch"], "epochs": history[-1]["epoch"],
@@ -224,7 +219,7 @@ def _finish(tracker: Tracker, out_dir: Path, history: list[dict], run_id: str, r
     tracker.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
                       "checkpoint_sha256": metrics["checkpoint_sha256"]})
     if is_main:
-        checkpoint.atomic_write_text(out_dir / METRICS_FILE, text)
+        files.atomic_write_text(out_dir / files.METRICS, text)
     return metrics
 
 
@@ -417,9 +412,9 @@ def supervised(config: Config, *, out_dir: str | Path | None = None, optim: Opti
 
 def read_result(out_dir: str | Path) -> dict:
     """The metrics.json of a finished run."""
-    path = Path(out_dir) / METRICS_FILE
+    path = Path(out_dir) / files.METRICS
     if not path.is_file():
-        raise RotnetError(f"no finished run in {out_dir} (missing {METRICS_FILE})")
+        raise RotnetError(f"no finished run in {out_dir} (missing {files.METRICS})")
     return json.loads(path.read_text())
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rotnet import checkpoint
+from rotnet import checkpoint, files
 from rotnet.config import Config
 from rotnet.engine import Hooks
 from rotnet.errors import RotnetError
@@ -80,13 +80,13 @@ def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | 
 def snapshot_files(pretrain_dir: str | Path) -> list[Path]:
     """The folder's snapshots, every one read and checked as a backbone before the first
     probe runs: a damaged one is refused before anything is written."""
-    files = sorted(Path(pretrain_dir).glob("snapshot-epoch*.pt"))
-    if not files:
-        raise RotnetError(f"no pretraining snapshots (snapshot-epochNNN.pt) in {pretrain_dir}; "
-                          "pretrain with pretrain.snapshot_every > 0")
-    for snapshot in files:
+    found = sorted(Path(pretrain_dir).glob(files.SNAPSHOT_PATTERN))
+    if not found:
+        raise RotnetError(f"no pretraining snapshots ({files.snapshot_name(1)}, ...) in "
+                          f"{pretrain_dir}; pretrain with pretrain.snapshot_every > 0")
+    for snapshot in found:
         load_backbone(snapshot)
-    return files
+    return found
 
 
 def snapshot_probe(config: Config, snapshot: str | Path, *, out_dir: str | Path | None = None,

@@ -11,10 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
-from rotnet.checkpoint import remove_stale_temp_files
+from rotnet.files import LOCK, remove_stale_temp_files
 from rotnet.errors import RotnetError
 
-LOCK_FILE = ".lock"
 
 
 NAME_MAX, PATH_MAX = 255, 4096  # bytes: Linux's limits on a name and a whole path
@@ -64,13 +63,13 @@ def claim(out_dir: Path):
 
 
 def _holds_only_the_lock(created: Path, out_dir: Path) -> bool:
-    return [p for p in created.rglob("*") if not p.is_dir()] == [out_dir / LOCK_FILE]
+    return [p for p in created.rglob("*") if not p.is_dir()] == [out_dir / LOCK]
 
 
 def _open_lock_file(out_dir: Path, created: Path | None):
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        return open(out_dir / LOCK_FILE, "a+")
+        return open(out_dir / LOCK, "a+")
     except OSError as err:
         if created is not None:  # only folders this call made, all still empty
             shutil.rmtree(created, ignore_errors=True)

@@ -29,7 +29,6 @@ from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.spread import Spread, spread_of
 from rotnet.registry import BASELINE, parse_variant, rotation_set_label
-from rotnet.stage_io import with_seed, with_variant
 
 # The figure series (the names in runs.json, figures.md and the claims)
 SNAPSHOT_PROBE, SNAPSHOT_ROTATION = "non-linear probe on block 2", "rotation prediction (snapshot)"
@@ -198,7 +197,7 @@ def backbone_protocol(config: Config, variant: str, precision: str, epoch: int |
     after `epoch` epochs (default: all of them)."""
     if variant in protocol.RANDOM_VARIANTS.values():
         return protocol.random_backbone(config, calibrated=variant == protocol.RANDOM_VARIANTS[True])
-    pretrain = with_variant(config, variant)
+    pretrain = config.with_variant(variant)
     return protocol.pretrained_backbone(protocol.pretrain_fingerprint(pretrain, precision),
                                         epoch or pretrain.pretrain.optim.epochs)
 
@@ -212,7 +211,7 @@ def expected_fingerprint(config: Config, want: dict, *, subset_per_class: int | 
     precision = precision or protocol.run_precision(config.runtime)
     semisup = subset_per_class is not None
     if want.get("task") == "pretrain":
-        return protocol.pretrain_fingerprint(with_variant(config, want["variant"]), precision)
+        return protocol.pretrain_fingerprint(config.with_variant(want["variant"]), precision)
     if want.get("task") == "supervised":
         model = protocol.supervised_model(config.supervised.blocks, config.pretrain.width,
                                           subset_per_class)
@@ -307,7 +306,7 @@ def collect(config: Config, precision: str | None = None) -> ReportData:
     by_fingerprint: dict[str, list[Run]] = {}  # a cell's runs are found among its fingerprint's
     for run in runs:
         by_fingerprint.setdefault(run.tags.get("fingerprint"), []).append(run)
-    seeded = {seed: with_seed(config, seed) for seed in config.seeds}
+    seeded = {seed: config.with_seed(seed) for seed in config.seeds}
     cells = []
     for key, table, row, column, paper, want in table_specs():
         replicates = []

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from rotnet import claims, figures, protocol, tracking
-from rotnet.checkpoint import atomic_write
+from rotnet.files import atomic_write
 from rotnet.registry import BASELINE, BASELINE_ROTATIONS, ROTATION_SETS
 from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SNAPSHOT_ROTATION,
                            SUPERVISED, Cell, ReportData, Run)

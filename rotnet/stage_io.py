@@ -14,14 +14,12 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write_text
+from rotnet.files import atomic_write_text
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.params import read_params
-from rotnet.registry import parse_variant
 from rotnet.tracking import Study, Tracker
 
 PARAMS_FILE = "params.yaml"
@@ -35,16 +33,7 @@ def stage_config(seed: str | int | None = None, path: str | Path = PARAMS_FILE) 
     """params.yaml as a Config; `seed`: the replicate a stage of dvc.yaml's `seeds` matrix
     runs, which becomes runtime.seed (model init, data order, augmentation)."""
     config = Config.from_dict(read_params(path))
-    return config if seed is None else with_seed(config, int(seed))
-
-
-def with_seed(config: Config, seed: int) -> Config:
-    return replace(config, runtime=replace(config.runtime, seed=seed))
-
-
-def with_variant(config: Config, variant: str) -> Config:
-    blocks, rotations = parse_variant(variant)
-    return replace(config, pretrain=replace(config.pretrain, blocks=blocks, rotations=rotations))
+    return config if seed is None else config.with_seed(int(seed))
 
 
 def stage_tracker(stage: str) -> Tracker:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from rotnet.checkpoint import atomic_write_text
+from rotnet.files import atomic_write_text
 from rotnet.data import tensors_digest
 from rotnet.errors import RotnetError
 

@@ -126,7 +126,7 @@ def write_params(path: str | Path, target: str, params: dict) -> None:
 
     import yaml
 
-    from rotnet.checkpoint import atomic_write_text
+    from rotnet.files import atomic_write_text
     from rotnet.params import yaml_load
 
     path = Path(path)

@@ -4,17 +4,17 @@ declares: the run folder, the metrics folder."""
 
 from pathlib import Path
 
-from rotnet import experiments
+from rotnet import experiments, files
 from rotnet.progress import progress_hooks
 from rotnet.registry import variant_name
 from rotnet.stage_io import (ablation_study, run_stage, stage_config, stage_outputs, stage_tracker,
-                             with_variant, write_run_metrics)
+                             write_run_metrics)
 
 
 def main(out, metrics):
     config = stage_config()
     variant = variant_name(config.ablation.blocks, config.ablation.rotations)
-    config = with_variant(config, variant)
+    config = config.with_variant(variant)
     tracker = stage_tracker("ablation").nest_under(ablation_study(config, variant))
     data = experiments.load_dataset(config)  # once for the pretraining and every probe
     results = {}
@@ -23,7 +23,7 @@ def main(out, metrics):
         with progress_hooks(f"ablation {variant} pretrain") as hooks:
             results["pretrain"] = experiments.pretrain(config, out_dir / "pretrain",
                                                        tracker=tracker, hooks=hooks, data=data)
-        backbone = experiments.load_backbone(out_dir / "pretrain" / "checkpoint.pt")
+        backbone = experiments.load_backbone(files.checkpoint_in(out_dir / "pretrain"))
         for block in range(1, config.ablation.blocks + 1):
             with progress_hooks(f"ablation {variant} probe block {block}") as hooks:
                 results[f"block{block}"] = experiments.probe(

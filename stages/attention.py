@@ -8,8 +8,9 @@ metrics file."""
 import json
 from pathlib import Path
 
+from rotnet import files
 from rotnet.attention_report import attention_report, load_network, test_images
-from rotnet.checkpoint import atomic_write_text
+from rotnet.files import atomic_write_text
 from rotnet.errors import RotnetError
 from rotnet.experiments import load_dataset
 from rotnet.stage_io import run_stage, stage_config, stage_tracker
@@ -17,8 +18,8 @@ from rotnet.stage_io import run_stage, stage_config, stage_tracker
 
 def main(variant, seed, pretrain_dir, supervised_dir, out, metrics):
     config = stage_config(seed)
-    rotnet = load_network(Path(pretrain_dir) / "checkpoint.pt")
-    supervised = load_network(Path(supervised_dir) / "checkpoint.pt")
+    rotnet = load_network(files.checkpoint_in(pretrain_dir))
+    supervised = load_network(files.checkpoint_in(supervised_dir))
     if rotnet.name != f"RotNet {variant}" or supervised.kind != "supervised":
         raise RotnetError(f"expected RotNet {variant} and a supervised NIN, got {rotnet.name} "
                           f"and {supervised.name}")

@@ -3,7 +3,7 @@ record what it is, so every later stage reruns when the data change."""
 
 import json
 
-from rotnet.checkpoint import atomic_write_text
+from rotnet.files import atomic_write_text
 from rotnet.data import tensors_digest
 from rotnet.experiments import load_dataset
 from rotnet.stage_io import run_stage, stage_config

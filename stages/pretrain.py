@@ -4,12 +4,12 @@ metrics file, the plot file."""
 
 from rotnet import experiments
 from rotnet.progress import progress_hooks
-from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, with_variant,
+from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_history_csv, write_run_metrics)
 
 
 def main(variant, seed, out, metrics, plot):
-    config = with_variant(stage_config(seed), variant)
+    config = stage_config(seed).with_variant(variant)
     stage = f"pretrain@{variant}-{seed}"
     with stage_outputs(out) as out_dir, progress_hooks(stage) as hooks:
         result = experiments.pretrain(config, out_dir, hooks=hooks, tracker=stage_tracker(stage))

@@ -5,7 +5,7 @@ folder and the plot folder (block<N>.json, block<N>.csv)."""
 
 from pathlib import Path
 
-from rotnet import experiments
+from rotnet import experiments, files
 from rotnet.progress import progress_hooks
 from rotnet.registry import probe_blocks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, write_history_csv,
@@ -16,7 +16,7 @@ def main(variant, seed, pretrain_dir, out, metrics, plots):
     config = stage_config(seed)
     stage = f"probe@{variant}-{seed}"
     tracker, data = stage_tracker(stage), experiments.load_dataset(config)  # once for every block
-    backbone = experiments.load_backbone(Path(pretrain_dir) / "checkpoint.pt")
+    backbone = experiments.load_backbone(files.checkpoint_in(pretrain_dir))
     results = {}
     with stage_outputs(out) as out_dir:
         for block in probe_blocks(variant):

@@ -6,7 +6,7 @@ folder, the metrics folder."""
 
 from pathlib import Path
 
-from rotnet import experiments, figure5
+from rotnet import experiments, figure5, files
 from rotnet.progress import progress_hooks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
@@ -16,7 +16,7 @@ def main(per_class, seed, subsets_dir, pretrain_dir, out, metrics):
     k = int(per_class)
     config = stage_config(seed)
     tracker = stage_tracker(f"semisup@{k}-{seed}")
-    backbone = experiments.load_backbone(Path(pretrain_dir) / "checkpoint.pt")
+    backbone = experiments.load_backbone(files.checkpoint_in(Path(pretrain_dir)))
     results = {}
     with stage_outputs(out) as out_dir:
         for method in figure5.semisup_methods(k, subsets_dir):

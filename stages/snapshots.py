@@ -4,7 +4,7 @@ run folder, the metrics folder."""
 
 from pathlib import Path
 
-from rotnet import figure5
+from rotnet import figure5, files
 from rotnet.progress import progress_hooks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
@@ -17,7 +17,7 @@ def main(seed, pretrain_dir, out, metrics):
     results = {}
     with stage_outputs(out) as out_dir:
         for snapshot in figure5.snapshot_files(pretrain_dir):
-            epoch = int(snapshot.stem.removeprefix("snapshot-epoch"))
+            epoch = files.snapshot_epoch(snapshot)
             if epoch % config.snapshots.every:
                 continue  # snapshots are kept more often than Figure 5a samples them
             with progress_hooks(f"snapshots@{seed} {snapshot.stem}") as hooks:

@@ -8,7 +8,7 @@ file, the plot file."""
 
 from pathlib import Path
 
-from rotnet import experiments
+from rotnet import experiments, files
 from rotnet.errors import RotnetError
 from rotnet.progress import progress_hooks
 from rotnet.registry import TABLE3_PROBES
@@ -36,7 +36,7 @@ def train(method, seed, pretrain_dir, out_dir, hooks):
     if method.startswith("random-conv"):
         backbone = experiments.random_backbone(config, data, calibrated=method == "random-conv")
     else:
-        backbone = experiments.load_backbone(pretrain_dir / "checkpoint.pt")
+        backbone = experiments.load_backbone(files.checkpoint_in(pretrain_dir))
     return experiments.probe(config, backbone, head=head, block=2, finetune=finetune,
                              out_dir=out_dir, tracker=tracker, hooks=hooks, data=data)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from rotnet import checkpoint
+from rotnet import checkpoint, files
 from rotnet.errors import RotnetError
 from rotnet.models import NINClassifier
 
@@ -44,8 +44,8 @@ def save(path, model, optimizer, scheduler, arch=ARCH, task="pretrain", epoch=1,
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp_file(tmp_path):
     target = tmp_path / "sub" / "file.txt"
-    checkpoint.atomic_write_text(target, "first")
-    checkpoint.atomic_write_text(target, "second")
+    files.atomic_write_text(target, "first")
+    files.atomic_write_text(target, "second")
     assert target.read_text() == "second"
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.txt"]
 
@@ -62,7 +62,7 @@ def test_interrupted_write_leaves_the_old_file_intact(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_write(target, half_write)
+        files.atomic_write(target, half_write)
     assert target.read_bytes() == b"old contents"
     assert not seen["tmp"].exists()
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
@@ -74,7 +74,7 @@ def test_interrupted_first_write_leaves_nothing(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_write(tmp_path / "metrics.json", fail)
+        files.atomic_write(tmp_path / "metrics.json", fail)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from helpers import ROTNET, cli_env, run_rotnet
-from rotnet import checkpoint, experiments, figure5
+from rotnet import checkpoint, experiments, figure5, files
 from rotnet.errors import RotnetError
 from rotnet.augment import normalize
 from rotnet.models import NINBackbone, NINClassifier
@@ -268,14 +268,14 @@ def test_classifier_runs_keep_their_test_predictions_beside_metrics_and_in_mlflo
 
     backbone = experiments.load_backbone(tiny_pretrained)
     result = experiments.probe(make_config(), backbone, block=2, out_dir=tmp_path, data=tiny_data)
-    saved = json.loads((tmp_path / experiments.PREDICTIONS_FILE).read_text())
+    saved = json.loads((tmp_path / files.PREDICTIONS).read_text())
     assert saved["labels"] == tiny_data.test_labels.tolist()
     assert saved["test_set_sha256"] == test_set_digest(tiny_data)
     correct = [p == y for p, y in zip(saved["predicted"], saved["labels"])]
     assert 100 * sum(correct) / len(correct) == pytest.approx(result.metrics["test_acc"])
-    assert tracking.read_json_artifact(result.run_id, experiments.PREDICTIONS_FILE) == saved
+    assert tracking.read_json_artifact(result.run_id, files.PREDICTIONS) == saved
     pretrained = json.loads((tiny_pretrained.parent / "metrics.json").read_text())
-    assert not (tiny_pretrained.parent / experiments.PREDICTIONS_FILE).exists()  # a pretext run
+    assert not (tiny_pretrained.parent / files.PREDICTIONS).exists()  # a pretext run
     assert pretrained["tags"]["task"] == "pretrain"
 
 

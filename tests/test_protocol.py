@@ -7,7 +7,7 @@ import json
 import pytest
 
 from helpers import tiny_config
-from rotnet import experiments, figure5, protocol
+from rotnet import experiments, figure5, files, protocol
 from rotnet.report import expected_fingerprint
 from rotnet.subsets import write_label_subset
 from rotnet.tracking import NullTracker
@@ -78,7 +78,7 @@ def test_the_rotation_set_block_and_snapshot_epoch_are_part_of_it():
 
 
 def _tags(out_dir) -> dict:
-    return json.loads((out_dir / experiments.METRICS_FILE).read_text())["tags"]
+    return json.loads((out_dir / files.METRICS).read_text())["tags"]
 
 
 def test_runs_carry_the_fingerprint_the_report_expects(tiny_pretrained, tiny_data, tmp_path):

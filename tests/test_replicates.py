@@ -9,7 +9,6 @@ import pytest
 
 from rotnet import report, report_render
 from rotnet.config import Config
-from rotnet.stage_io import with_seed
 from rotnet.tracking import Tracker
 
 CONFIG = Config.from_dict({"profile": "quick", "seeds": [0, 1], "data": {"dataset": "cifar10"}})
@@ -20,7 +19,7 @@ OTHER_LR = Config.from_dict({"profile": "quick", "seeds": [0, 1], "data": {"data
 def log_run(tags: dict, acc: float, seed: int, config: Config = CONFIG, **number) -> str:
     """A finished run of `config` with `seed`, tagged as the experiments tag it."""
     time.sleep(0.005)  # distinct start times: "most recent" is well defined
-    fingerprint = report.expected_fingerprint(with_seed(config, seed), tags, **number)
+    fingerprint = report.expected_fingerprint(config.with_seed(seed), tags, **number)
     all_tags = {"dataset": "cifar10", "profile": "quick", "seed": str(seed), "test_images": "800",
                 "fingerprint": fingerprint, **tags,
                 **{k: str(v) for k, v in number.items() if v is not None}}
@@ -66,7 +65,7 @@ def test_a_cell_holds_the_latest_run_of_each_seed_of_its_protocol(reported):
 
 def test_runs_of_another_protocol_never_join_a_cell(reported):
     cell = reported["data"].cell("table1", "RotNet 4 blocks", "B2")
-    other = report.expected_fingerprint(with_seed(OTHER_LR, 1), probe("b4-r4", 2))
+    other = report.expected_fingerprint(OTHER_LR.with_seed(1), probe("b4-r4", 2))
     assert other not in cell.fingerprints and 99.0 not in [r.value for r in cell.runs]
 
 

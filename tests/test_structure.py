@@ -17,7 +17,7 @@ def _functions(path):
 
 def test_no_function_in_rotnet_is_over_60_lines():
     long = [f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for path in sorted((ROOT / "rotnet").glob("*.py")) for node in _functions(path)
+            for path in sorted((ROOT / "rotnet").rglob("*.py")) for node in _functions(path)
             if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, long
 

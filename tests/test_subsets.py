@@ -130,12 +130,11 @@ def test_every_seed_trains_on_exactly_k_per_class_of_its_own_training_set(tmp_pa
     subsets stage writes holds exactly K images per class of every seed's training set."""
     from helpers import tiny_config
     from rotnet.experiments import load_dataset
-    from rotnet.stage_io import with_seed
 
     config = tiny_config({"data": {"train_size": 200}, "semisup": {"per_class": [3, 7]}})
     figure5.write_subsets(config, tmp_path)
     for seed in (0, 1, 2):
-        labels = load_dataset(with_seed(config, seed)).train_labels
+        labels = load_dataset(config.with_seed(seed)).train_labels
         for k in (3, 7):
             indices = read_label_subset(subset_path(tmp_path, k), labels)
             assert torch.bincount(labels[indices]).tolist() == [k] * 10, (seed, k)
