@@ -1,5 +1,7 @@
 """Checkpoints: one dict (model, optimizer, scheduler, epoch, config, RNG states), written
-atomically, and one generic resume function used by every experiment.
+atomically; `open_for_resume` checks a run folder's checkpoint against the run about to
+start and `restore` loads it into the model, optimiser and scheduler (`experiments.execute`
+and `engine.fit` call them once per run, for every task).
 
 A checkpoint is a plain `torch.save` dict with a format marker, so a file that is not a
 rotnet checkpoint, or one from a different architecture, is refused with a clear error

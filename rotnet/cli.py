@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from rotnet import __version__
-from rotnet.cli_options import (PAPER, RunOptions, checkpoint_file, choice_option, from_profile,
+from rotnet.cli_options import (PAPER_PROFILE, RunOptions, checkpoint_file, choice_option, from_profile,
                                 out_option, run_options)
 from rotnet.config import DATASETS, PRECISIONS, PROFILES
 from rotnet.errors import RotnetError
@@ -59,12 +59,12 @@ def version(_: bool = typer.Option(False, "--version", is_eager=True, callback=s
 @run_options()
 def pretrain(
     blocks: Optional[int] = choice_option(None, "--blocks", BLOCK_CHOICES, "NIN blocks; "
-                                          + from_profile(PAPER.pretrain.blocks) + "."),
+                                          + from_profile(PAPER_PROFILE.pretrain.blocks) + "."),
     rotations: Optional[str] = choice_option(None, "--rotations", ROTATION_SETS,
                                              f"Rotation set: {rotation_set_help()}; "
-                                             + from_profile(PAPER.pretrain.rotations) + "."),
+                                             + from_profile(PAPER_PROFILE.pretrain.rotations) + "."),
     width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier; "
-                                    + from_profile(PAPER.pretrain.width) + "."),
+                                    + from_profile(PAPER_PROFILE.pretrain.width) + "."),
     *, options: RunOptions,
 ):
     """Pretrain a RotNet: predict which rotation was applied to each image.
@@ -100,14 +100,14 @@ def probe(
     from rotnet.progress import progress_hooks
 
     section = "finetune" if finetune else ("conv_probe" if head == "conv" else "probe")
+    random = str(checkpoint) in RANDOM_VARIANTS.values()
+    backbone = None if random else experiments.load_backbone(checkpoint)  # read once
     config = options.config({f"{section}.optim.epochs": options.epochs},
-                            profile=options.profile or _checkpoint_profile(checkpoint))
+                            profile=options.profile or (backbone.profile if backbone else None))
     data = experiments.load_dataset(config)
-    if str(checkpoint) in RANDOM_VARIANTS.values():
+    if random:
         backbone = experiments.random_backbone(config, data,
                                                calibrated=str(checkpoint) == RANDOM_VARIANTS[True])
-    else:
-        backbone = experiments.load_backbone(checkpoint)
     what = f"{head} {'fine-tuned' if finetune else 'probe'} on block {block}"
     with progress_hooks(what) as hooks:
         result = experiments.probe(config, backbone, head=head, block=block, finetune=finetune,
@@ -147,7 +147,7 @@ def semisup(
                                       callback=checkpoint_file),
     per_class: Optional[list[int]] = typer.Option(None, "--per-class", help="Labelled images per "
                                                   "class (repeatable); " + from_profile(
-                                                      PAPER.semisup.per_class) + "."),
+                                                      PAPER_PROFILE.semisup.per_class) + "."),
     subsets_dir: Optional[Path] = typer.Option(None, "--subsets", help="Where the label-subset "
                                                "index files are (written if missing)."),
     *, options: RunOptions,
@@ -159,20 +159,21 @@ def semisup(
     from rotnet import experiments, figure5
     from rotnet.progress import progress_hooks
 
-    config = options.config({"semisup.per_class": per_class},
-                            profile=options.profile or _checkpoint_profile(checkpoint))
     from rotnet.hardware import check_device_available
 
-    backbone = experiments.load_backbone(checkpoint)  # refused before any subset file is written
+    backbone = experiments.load_backbone(checkpoint)  # read once, refused before any subset file
+    config = options.config({"semisup.per_class": per_class},
+                            profile=options.profile or backbone.profile)
     check_device_available(config.runtime.device)
     subsets_dir = subsets_dir or experiments.output_root(config) / "subsets"
-    figure5.write_subsets(config, subsets_dir)
+    data = experiments.load_dataset(config)  # once, for the subsets and every run
+    figure5.write_subsets(config, subsets_dir, data)
     for k in config.semisup.per_class:
         for method in figure5.semisup_methods(k, subsets_dir):
             with progress_hooks(f"{method}, {k} per class") as hooks:
                 result = figure5.semisup_run(config, method, k, subsets_dir, backbone=backbone,
                                              out_dir=options.out, tracker=options.tracker(),
-                                             hooks=hooks)
+                                             hooks=hooks, data=data)
             report_result(f"{method}, {k} labels per class:", result)
 
 

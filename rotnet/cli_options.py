@@ -21,7 +21,7 @@ from rotnet import files
 from rotnet.config import DATASETS, PROFILES, Config
 from rotnet.errors import RotnetError
 
-PAPER = Config.profile_defaults("paper")  # the values --help quotes as the paper profile's
+PAPER_PROFILE = Config.profile_defaults("paper")  # the values --help quotes as the paper profile's
 
 
 def from_profile(paper_value) -> str:
@@ -82,16 +82,16 @@ SHARED = {
                                             "(the DVC pipeline's).")),
     "profile": (Optional[str], choice_option(None, "--profile", PROFILES, PROFILE_HELP)),
     "dataset": (Optional[str], choice_option(None, "--dataset", DATASETS, "The data set; "
-                                                 + from_profile(PAPER.data.dataset) + ".")),
+                                                 + from_profile(PAPER_PROFILE.data.dataset) + ".")),
     "data_root": (Optional[str], typer.Option(None, "--data-root", help="Where the data set lives "
-                                              "/ is downloaded; " + from_profile(PAPER.data.root) + ".")),
+                                              "/ is downloaded; " + from_profile(PAPER_PROFILE.data.root) + ".")),
     "epochs": (Optional[int], typer.Option(None, "--epochs", help="Training epochs; " + from_profile(
-                                           f"{PAPER.pretrain.optim.epochs}, supervised NIN "
-                                           f"{PAPER.supervised.optim.epochs}") + ".")),
+                                           f"{PAPER_PROFILE.pretrain.optim.epochs}, supervised NIN "
+                                           f"{PAPER_PROFILE.supervised.optim.epochs}") + ".")),
     "seed": (Optional[int], typer.Option(None, "--seed", help="Random seed (model init, order, "
-                                         "augmentation); " + from_profile(PAPER.runtime.seed) + ".")),
+                                         "augmentation); " + from_profile(PAPER_PROFILE.runtime.seed) + ".")),
     "device": (Optional[str], typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N; "
-                                           + from_profile(PAPER.runtime.device) + ".")),
+                                           + from_profile(PAPER_PROFILE.runtime.device) + ".")),
     "out": (Optional[str], out_option("Output directory (checkpoint.pt, metrics.json). "
                                       "Rerunning into the same directory resumes.")),
     "sets": (Optional[list[str]], typer.Option(None, "--set", help="Override any config key, e.g. "

@@ -240,27 +240,30 @@ def test_predictions(task: Task, data: DeviceData, runtime: Runtime,
 
 @torch.no_grad()
 def evaluate(task: Task, data: DeviceData, runtime: Runtime,
-             frozen_features: FrozenTestFeatures | None = None) -> float:
-    """Top-1 accuracy (%) on the test split, per image (per rotated image for the pretext)."""
+             frozen_features: FrozenTestFeatures | None = None,
+             kept: list[torch.Tensor] | None = None) -> float:
+    """Top-1 accuracy (%) on the test split, per image (per rotated image for the pretext);
+    `kept`, if given, receives this rank's predicted classes batch by batch."""
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     total = 0
     for predicted, y in test_predictions(task, data, runtime, frozen_features):
         correct += (predicted == y).sum()
         total += len(y)
+        if kept is not None:
+            kept.append(predicted)
     correct, total = runtime.world.sum(correct, torch.tensor(total, device=runtime.device))
     return 100.0 * correct.item() / total.item()
 
 
 @torch.no_grad()
-def test_set_predictions(task: Task, data: ImageData, runtime: Runtime) -> torch.Tensor:
+def test_set_predictions(task: Task, device_data: DeviceData, runtime: Runtime) -> torch.Tensor:
     """The predicted class of every test image, in the data set's test order (int64, on the
-    CPU): a classifier's final result, from which its per-class accuracy (Table 9) and the
-    paired comparisons of the paper's claims (`rotnet.significance`) are computed. Every
-    rank predicts the whole test set (one pass after training), so nothing is gathered."""
+    CPU), by one pass over the whole test set on every rank (nothing to gather): what
+    `fit` returns for a classifier when no epoch's evaluation kept them."""
     task.model.eval()
     if task.frozen is not None:
         task.frozen.eval()
-    device_data, size, predicted = DeviceData(data, runtime.device), runtime.eval_batch, []
+    size, predicted = runtime.eval_batch, []
     for start in range(0, len(device_data.test_labels), size):
         x, _ = make_inputs(task, device_data.test_images[start:start + size],
                            device_data.test_labels[start:start + size], device_data, runtime)
@@ -294,27 +297,14 @@ def make_optimizer(model: nn.Module, optim: OptimConfig, lr_scales=()):
     return optimizer, scheduler
 
 
-def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, out_dir: str | Path,
-        config: dict, hooks: Hooks | None = None, train_indices: torch.Tensor | None = None,
-        snapshot_every: int = 0, extra: dict | None = None, state: dict | None = None) -> list[dict]:
-    """Train `task` for `optim.epochs`, resuming from `state`: `out_dir/checkpoint.pt` as
-    `checkpoint.open_for_resume` opened and checked it (None: start afresh). The caller has
-    validated the run (`experiments.execute`: batch size, world, checkpoint).
+@dataclass
+class Fitted:
+    history: list[dict]  # per epoch
+    predictions: torch.Tensor | None  # a classifier's final predicted class per test image
 
-    A checkpoint is written atomically after every epoch (and kept as
-    `snapshot-epochNNN.pt` every `snapshot_every` epochs). Returns the per-epoch history.
-    """
-    hooks = hooks or Hooks()
-    out_dir = Path(out_dir)
-    ckpt_path = files.checkpoint_in(out_dir)
-    runtime.prepare_module(task.model)
-    if task.frozen is not None:
-        runtime.prepare_module(task.frozen)
-        task.frozen.requires_grad_(False)
-    optimizer, scheduler = make_optimizer(task.model, optim, task.lr_scales)
-    start_epoch, history, saved_extra = checkpoint.restore(state, model=task.model,
-                                                           optimizer=optimizer, scheduler=scheduler)
-    extra = {**saved_extra, **(extra or {})}
+
+def _wrapped(task: Task, runtime: Runtime) -> tuple[Task, Task]:
+    """The task as trained (DDP, compiled) and as evaluated."""
     model, frozen = task.model, task.frozen
     trained = model
     if runtime.world.enabled:
@@ -328,6 +318,34 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
                     task.rotations, task.arch)
     # DDP's forward is a collective; ranks evaluate different shards, so evaluate unwrapped.
     evaluated = Task(task.name, model, frozen, task.rotations) if runtime.world.enabled else compiled
+    return compiled, evaluated
+
+
+def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, out_dir: str | Path,
+        config: dict, hooks: Hooks | None = None, train_indices: torch.Tensor | None = None,
+        snapshot_every: int = 0, extra: dict | None = None, state: dict | None = None) -> Fitted:
+    """Train `task` for `optim.epochs`, resuming from `state`: `out_dir/checkpoint.pt` as
+    `checkpoint.open_for_resume` opened and checked it (None: start afresh). The caller has
+    validated the run (`experiments.execute`: batch size, world, checkpoint).
+
+    A checkpoint is written atomically after every epoch (and kept as `snapshot-epochNNN.pt`
+    every `snapshot_every` epochs). Returns the per-epoch history and, for a classifier, the
+    final predictions: the last epoch's evaluation kept them (one process), else one pass.
+    """
+    hooks = hooks or Hooks()
+    out_dir = Path(out_dir)
+    ckpt_path = files.checkpoint_in(out_dir)
+    runtime.prepare_module(task.model)
+    if task.frozen is not None:
+        runtime.prepare_module(task.frozen)
+        task.frozen.requires_grad_(False)
+    optimizer, scheduler = make_optimizer(task.model, optim, task.lr_scales)
+    start_epoch, history, saved_extra = checkpoint.restore(state, model=task.model,
+                                                           optimizer=optimizer, scheduler=scheduler)
+    extra = {**saved_extra, **(extra or {})}
+    compiled, evaluated = _wrapped(task, runtime)
+    keep = task.rotations is None and not runtime.world.enabled  # a classifier's predictions
+    kept: list[torch.Tensor] = []
     device_data = DeviceData(data, runtime.device)
     frozen_features = FrozenTestFeatures()
     pool = train_indices if train_indices is not None else torch.arange(len(data.train_labels))
@@ -335,7 +353,7 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
     if hooks.on_start:
         hooks.on_start(start_epoch, optim.epochs, max(1, samples // optim.batch_size))
     save = functools.partial(checkpoint.save_checkpoint, ckpt_path, task=task.name, arch=task.arch,
-                             config=config, model=model, optimizer=optimizer, scheduler=scheduler,
+                             config=config, model=task.model, optimizer=optimizer, scheduler=scheduler,
                              history=history, extra=extra)
     if runtime.world.is_main:  # a kill between checkpoint and snapshot lost the snapshot
         _keep_snapshot(out_dir, start_epoch, snapshot_every, replace=False)
@@ -343,8 +361,9 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
         lr = optimizer.param_groups[0]["lr"]
         metrics = train_one_epoch(compiled, device_data, optimizer, runtime, epoch, optim, pool, hooks)
         scheduler.step()
-        eval_start = time.perf_counter()
-        test_acc = evaluate(evaluated, device_data, runtime, frozen_features)  # ends in a host sync
+        eval_start, kept = time.perf_counter(), []
+        test_acc = evaluate(evaluated, device_data, runtime, frozen_features,  # ends in a host sync
+                            kept if keep else None)
         metrics.update(epoch=epoch + 1, lr=lr, test_acc=test_acc,
                        eval_seconds=time.perf_counter() - eval_start)
         check_finite(metrics)
@@ -352,7 +371,10 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
         if runtime.world.is_main:  # one writer; every rank resumes from the same file
             _record_epoch(metrics, hooks, save, out_dir, snapshot_every)
         runtime.world.barrier()
-    return history
+    if task.rotations is not None:
+        return Fitted(history, None)
+    predictions = torch.cat(kept).cpu() if kept else test_set_predictions(evaluated, device_data, runtime)
+    return Fitted(history, predictions)
 
 
 def _record_epoch(metrics: dict, hooks: Hooks, save: Callable[..., None], out_dir: Path,

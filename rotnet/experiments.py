@@ -24,14 +24,13 @@ from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data, test_set_digest
 from rotnet.distributed import check_batch, join
-from rotnet.engine import (Hooks, Runtime, StopRun, Task, class_accuracy, fit, make_optimizer,
-                           test_set_predictions)
+from rotnet.engine import Hooks, Runtime, StopRun, Task, class_accuracy, fit, make_optimizer
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
 from rotnet.registry import BLOCK_CHOICES, HEADS, ROTATION_SETS, variant_name
 from rotnet.rotations import rotation_set
-from rotnet.tracking import ATTEMPT_TAG, NullTracker, Tracker, class_metric, flatten
+from rotnet.tracking import ATTEMPT_TAG, NullTracker, Tracker, as_params, class_metric
 
 ATTEMPT_PREFIX = "attempt:"  # files.RUN_ID before the run exists: the token its ATTEMPT_TAG holds
 
@@ -109,16 +108,17 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
 
         try:
             run_id = _open_run(tracker, out_dir, unique_run_name(run_name, tags),
-                               flatten(protocol.run_params(config, optim, model)), tags, state,
+                               as_params(protocol.run_params(config, optim, model)), tags, state,
                                runtime.world.is_main)
             log_training_data(tracker, data, config, train_indices)
-            history = fit(task, data, optim, runtime, out_dir=out_dir,
-                          config=config.to_dict(), train_indices=train_indices,
-                          snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
-                          state=state,
-                          hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
-            per_class = _final_predictions(task, data, runtime, tracker, out_dir,
-                                           runtime.world.is_main)
+            fitted = fit(task, data, optim, runtime, out_dir=out_dir,
+                         config=config.to_dict(), train_indices=train_indices,
+                         snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
+                         state=state,
+                         hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
+            history = fitted.history
+            per_class = _save_predictions(fitted.predictions, data, tracker, out_dir,
+                                          runtime.world.is_main)
             metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, per_class,
                               runtime.world.is_main)
             if task.name == "pretrain":  # the backbone every probe reads, once, when final
@@ -182,13 +182,12 @@ def log_training_data(tracker: Tracker, data: ImageData, config: Config,
     tracker.log_dataset(name, images.numpy(), labels.numpy(), source=source, context="training")
 
 
-def _final_predictions(task: Task, data: ImageData, runtime: Runtime, tracker: Tracker,
-                       out_dir: Path, is_main: bool) -> dict[str, float]:
+def _save_predictions(predicted: torch.Tensor | None, data: ImageData, tracker: Tracker,
+                      out_dir: Path, is_main: bool) -> dict[str, float]:
     """A classifier's final predictions, written to predictions.json and logged to its run;
     returns its test accuracy per class name (Table 9). Nothing for the pretext task."""
-    if task.rotations is not None:
+    if predicted is None:
         return {}
-    predicted = test_set_predictions(task, data, runtime)
     if is_main:
         path = out_dir / files.PREDICTIONS
         files.atomic_write_text(path, json.dumps(
@@ -261,6 +260,7 @@ class Backbone:
     module: NINBackbone
     lineage: dict  # pretrain_run_id, pretrain_checkpoint(_sha256), pretrain_fingerprint, variant, ...
     protocol: dict  # what its weights are, for a probe's fingerprint (rotnet.protocol)
+    profile: str | None = None  # the pretraining's profile (a command's default for its probes)
 
 
 def load_backbone(path: str | Path) -> Backbone:
@@ -287,9 +287,8 @@ def load_backbone(path: str | Path) -> Backbone:
                "pretrain_epoch": state["epoch"],
                "variant": variant_name(arch["blocks"], arch["rotations"]),  # not a tag: a path part
                "blocks": arch["blocks"], "rotations": arch["rotations"], "width": arch["width"]}
-    backbone = Backbone(model.backbone, lineage,
-                        protocol.pretrained_backbone(pretrain_fp, state["epoch"]))
-    return backbone
+    return Backbone(model.backbone, lineage, protocol.pretrained_backbone(pretrain_fp, state["epoch"]),
+                    state["config"].get("profile"))
 
 
 def declared_rotnet(arch: dict, path: str | Path) -> NINClassifier:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rotnet import checkpoint, files
 from rotnet.config import Config
+from rotnet.data import ImageData
 from rotnet.engine import Hooks
 from rotnet.errors import RotnetError
 from rotnet.experiments import (Backbone, RunResult, load_backbone, load_dataset, output_root, probe,
@@ -33,9 +34,10 @@ def _nested(tracker: Tracker | None, study: Study) -> Tracker:
     return (tracker if tracker is not None else Tracker()).nest_under(study)
 
 
-def write_subsets(config: Config, directory: str | Path) -> list[Path]:
+def write_subsets(config: Config, directory: str | Path,
+                  data: ImageData | None = None) -> list[Path]:
     """The label-subset index files for every size in `config.semisup.per_class`."""
-    data = load_dataset(config)
+    data = data or load_dataset(config)
     for k in config.semisup.per_class:  # every size is checked before any file is written
         label_subset(data.train_labels, k)
     return [write_label_subset(directory, data.train_labels, k, data.name)
@@ -53,10 +55,11 @@ def semisup_methods(per_class: int, subsets_dir: str | Path) -> tuple[str, ...]:
 
 def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | Path, *,
                 backbone: Backbone | None = None, out_dir: str | Path | None = None,
-                tracker: Tracker | None = None, hooks: Hooks | None = None) -> RunResult:
+                tracker: Tracker | None = None, hooks: Hooks | None = None,
+                data: ImageData | None = None) -> RunResult:
     """One cell of Figure 5b: `method` is "conv" (conv probe on frozen block 2 of
     the RotNet) or "supervised" (a NIN trained on the subset alone)."""
-    data = load_dataset(config)
+    data = data or load_dataset(config)
     path = subset_path(subsets_dir, per_class)
     indices = read_label_subset(path, data.train_labels)
     tags = {"figure5": "semisup", "subset_per_class": per_class, "subset_size": len(indices),

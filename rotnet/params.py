@@ -71,12 +71,15 @@ def nested(dotted: dict) -> dict:
 SECTION_NOTES = {
     "profile": "paper | paper-authors | quick | smoke: which defaults the values below were "
                "written from",
-    "seeds": "the DVC pipeline runs each training stage once per seed (stage names and paths "
-             "end in -s<seed>)",
-    "data": "data stage: which data set (generated | cifar10 | fashion-mnist | imagefolder)",
+    "seeds": "the DVC pipeline runs each training stage once per seed (stage names end in "
+             "-<seed>, paths in -s<seed>)",
+    "data": "data stage: which data set (generated | cifar10 | fashion-mnist | imagefolder); "
+            "seed draws its images, the same for every training seed",
     "runtime": "every training stage: device, precision, determinism, seed",
-    "pretrain": "pretrain@<variant>: RotNet pretraining (dvc.yaml sets blocks/rotations per variant)",
-    "probe": "probe@<variant>-block<N>, snapshots: the non-linear probe on frozen features",
+    "pretrain": "pretrain@<variant>-<seed>: RotNet pretraining (dvc.yaml sets blocks/rotations "
+                "per variant)",
+    "probe": "probe@<variant>-<seed> (every block), snapshots@<seed>: the non-linear probe on "
+             "frozen features",
     "conv_probe": "table3@conv, table3@random-conv: NIN block 3 + linear on frozen block 2",
     "finetune": "table3@*-finetuned: the probes with the backbone trained too",
     "supervised": "table3@supervised, semisup@<K>: the supervised NIN baseline (also Figure 5b's, "

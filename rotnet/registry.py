@@ -39,8 +39,8 @@ def variant_name(blocks: int, rotations: str) -> str:
 
 VARIANTS = tuple(variant_name(b, r) for b, r in DEPTH_VARIANTS + ROTATION_VARIANTS)
 BASELINE = variant_name(BASELINE_BLOCKS, BASELINE_ROTATIONS)
-# The probe stages: every block of the depth variants, block 2 of the rotation variants;
-# stage key "<variant>-block<N>" -> (variant, block).
+# What the probe stages probe: every block of the depth variants, block 2 of the rotation
+# variants; "<variant>-block<N>" (a Table 1/2 cell of the variant) -> (variant, block).
 PROBES: dict[str, tuple[str, int]] = {
     **{f"{variant_name(b, r)}-block{block}": (variant_name(b, r), block)
        for b, r in DEPTH_VARIANTS for block in range(1, b + 1)},

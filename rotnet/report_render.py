@@ -1,6 +1,6 @@
 """Rendering the report (`rotnet.report.collect`'s `ReportData`) under `reports/`: the
 tables as Markdown (Tables 1-3, 9), Figures 5a/5b as PNG with figures.md, every cell's run
-in runs.json, each linked to its MLflow run; and the Rich table of `rotnet ablate`.
+in runs.json, each linked to its MLflow run; and claims.md (`rotnet.claims`).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+def as_params(values: dict, prefix: str = "") -> dict[str, str]:
     """{"a": {"b": 1}} -> {"a.b": "1"}: MLflow params are flat strings."""
     return {key: str(value) for key, value in config_flatten(values, prefix).items()}
 
@@ -129,7 +129,9 @@ class Study:
 
 
 class Tracker:
-    """One MLflow run: params, tags, per-epoch metrics, final status."""
+    """Starts MLflow runs and logs to the latest one (`run_id`): params, tags, per-epoch
+    metrics, artifacts, final status. One tracker may start several runs in turn (a probe
+    stage: one per block); each nests under the tracker's parent run, if it has one."""
 
     def __init__(self, experiment: str = EXPERIMENT, tags: dict[str, str] | None = None,
                  study: Study | None = None, parent_run_id: str | None = None):

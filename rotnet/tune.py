@@ -35,7 +35,7 @@ from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
 from rotnet.provenance import project_root
 from rotnet.registry import variant_name
-from rotnet.tracking import Tracker, flatten
+from rotnet.tracking import Tracker, as_params
 
 TARGETS = ("probe", "pretrain")
 TUNE_EXPERIMENT = "rotnet-tune"
@@ -194,7 +194,7 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
                                                    pruner)
     study_tracker = tracker if tracker is not None else Tracker(TUNE_EXPERIMENT)
     run_id = study_tracker.start(
-        f"tune-{study_name}", flatten({"tune": inputs.definition, "sampler_seed": seed}),
+        f"tune-{study_name}", as_params({"tune": inputs.definition, "sampler_seed": seed}),
         {"task": "tune", "optuna.study": study_name, "optuna.storage": storage_url,
          "target": target, "profile": config.profile, "dataset": config.data.dataset},
         resume_run_id=study_run_id)

@@ -16,12 +16,13 @@ def main(per_class, seed, subsets_dir, pretrain_dir, out, metrics):
     k = int(per_class)
     config = stage_config(seed)
     tracker = stage_tracker(f"semisup@{k}-{seed}")
-    backbone = experiments.load_backbone(files.checkpoint_in(Path(pretrain_dir)))
+    backbone = experiments.load_backbone(files.checkpoint_in(pretrain_dir))
+    data = experiments.load_dataset(config)  # once for both methods
     results = {}
     with stage_outputs(out) as out_dir:
         for method in figure5.semisup_methods(k, subsets_dir):
             with progress_hooks(f"semisup@{k}-{seed} {method}") as hooks:
-                results[method] = figure5.semisup_run(config, method, k, subsets_dir,
+                results[method] = figure5.semisup_run(config, method, k, subsets_dir, data=data,
                                                       backbone=backbone, out_dir=out_dir,
                                                       tracker=tracker, hooks=hooks)
     for method, result in results.items():

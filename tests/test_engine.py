@@ -227,3 +227,23 @@ def test_the_evaluation_batch_follows_the_device_and_not_the_accuracy(tiny_data)
         runtime.eval_batch = size
         accuracies.append(evaluate(task, data, runtime))
     assert accuracies[0] == pytest.approx(accuracies[1])
+
+
+def test_a_classifier_keeps_its_last_evaluations_predictions_and_a_rerun_recomputes_them(
+        tmp_path, make_config, tiny_pretrained, tiny_data):
+    """The final predictions come from the last epoch's evaluation (no second pass over the
+    test set); a rerun of the finished run trains nothing and predicts the same by one pass."""
+    import json
+
+    from rotnet import files
+
+    backbone = experiments.load_backbone(tiny_pretrained)
+    first = experiments.probe(make_config(), backbone, block=2, out_dir=tmp_path,
+                              tracker=NullTracker(), data=tiny_data)
+    saved = json.loads((tmp_path / files.PREDICTIONS).read_text())
+    (tmp_path / files.PREDICTIONS).unlink()
+    again = experiments.probe(make_config(), backbone, block=2, out_dir=tmp_path,
+                              tracker=NullTracker(), data=tiny_data)
+    assert metrics_of(again.history) == metrics_of(first.history)  # nothing retrained
+    assert json.loads((tmp_path / files.PREDICTIONS).read_text()) == saved
+    assert again.metrics["test_acc_per_class"] == first.metrics["test_acc_per_class"]

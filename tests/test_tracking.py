@@ -9,7 +9,7 @@ import pytest
 
 from rotnet import checkpoint, engine, experiments, tracking
 from rotnet.errors import RotnetError
-from rotnet.tracking import flatten
+from rotnet.tracking import as_params
 
 
 def git_head() -> str:
@@ -44,7 +44,7 @@ def test_pretrain_creates_a_finished_run_with_params_tags_and_history(pretrained
     assert params["data.dataset"] == "generated"
     # Only the sections that apply to a pretraining: no probe, semisup, ablation, ... keys.
     assert {key.split(".")[0] for key in params} == {"profile", "data", "runtime", "optim", "model"}
-    assert len(params) < len(flatten(config.to_dict())) / 2
+    assert len(params) < len(as_params(config.to_dict())) / 2
 
     tags = run.data.tags
     ckpt = result.out_dir / "checkpoint.pt"
@@ -145,8 +145,8 @@ def test_untracked_runs_leave_the_store_alone(tmp_path, tracking_store, make_con
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["run_id"] == ""
 
 
-def test_flatten_makes_flat_string_params():
-    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {
+def test_as_params_makes_flat_string_params():
+    assert as_params({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {
         "a.b": "1", "a.c.d": "[1, 2]", "e": "None"}
 
 
