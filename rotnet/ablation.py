@@ -3,7 +3,7 @@ compares it with the baseline RotNet on the downstream task.
 
 A variant of the main pipeline (a `pretrain@<variant>` stage of dvc.yaml) is reproduced with
 `dvc repro` of its stages, which skips whatever is already up to date, so an ablation never
-retrains what the study already has. Only a variant outside the main DAG runs the stage of
+retrains what the pipeline already has. Only a variant outside the main DAG runs the stage of
 ablation/dvc.yaml, as a DVC experiment named after the variant.
 """
 
@@ -19,7 +19,7 @@ from rotnet.registry import (BASELINE, ROTATION_SETS, VARIANTS, baseline_stages,
                              probe_blocks, variant_name)
 from rotnet.repro import DVC
 from rotnet.report import PAPER, Run, expected_fingerprint, finished_runs, latest
-from rotnet.stage_io import ablation_study, stage_config
+from rotnet.stage_io import ablation_group, stage_config
 from rotnet.tracking import Tracker
 
 ABLATION_PIPELINE = "ablation/dvc.yaml"
@@ -191,12 +191,12 @@ def gather_runs(config: Config, variant: str, rows: list[Row], table: Path) -> s
     """Nest the variant's runs (its probes and their pretraining) under the ablation's MLflow
     parent run and attach the table there. The ablation stage's runs are already nested; a
     main-pipeline variant's were made by `dvc repro`, outside any parent. None: no runs."""
-    if variant == BASELINE:  # its runs belong to the whole study (Tables 1-3, Figure 5)
+    if variant == BASELINE:  # its runs belong to the whole pipeline (Tables 1-3, Figure 5)
         return None
     probes = [row.ours for row in rows if row.ours]
     ids = {r.run_id for r in probes} | {r.tags["pretrain_run_id"] for r in probes
                                          if r.tags.get("pretrain_run_id")}
-    return Tracker().gather(ablation_study(config, variant), sorted(ids), table) if ids else None
+    return Tracker().gather(ablation_group(config, variant), sorted(ids), table) if ids else None
 
 
 def run(blocks: int | None, rotations: str | None, queue: bool, console) -> None:

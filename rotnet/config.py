@@ -35,7 +35,7 @@ class DataConfig:
     test_size: int | None = None
     download: bool = True
     # Which draw of the data: the generated set's images, the train_size / test_size cut,
-    # an image folder's split. Not runtime.seed: every training seed of a study sees the
+    # an image folder's split. Not runtime.seed: every training seed of the pipeline sees the
     # same training and test images, as on CIFAR-10, so the seeds' spread is training noise
     # and two cells are compared image by image on one test set (rotnet.significance).
     seed: int = 0
@@ -318,7 +318,7 @@ def _coerce(hint, value, key: str):
 
 
 # Small profiles: the generated offline data set and a narrow network, so the whole
-# study runs on a CPU. Milestones are scaled with the epochs.
+# pipeline runs on a CPU. Milestones are scaled with the epochs.
 PROFILE_OVERRIDES: dict[str, dict] = {
     "paper": {},
     # The authors' public code pretrains for 200 epochs, lr ×0.2 after 60, 120, 160 (the

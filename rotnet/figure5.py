@@ -15,23 +15,23 @@ from rotnet.experiments import (Backbone, RunResult, load_backbone, load_dataset
                                 supervised)
 from rotnet.subsets import (covers_training_set, label_subset, read_label_subset, subset_path,
                             write_label_subset)
-from rotnet.tracking import Study, Tracker
+from rotnet.tracking import RunGroup, Tracker
 
 
-def figure_study(figure: str, config: Config, backbone: Backbone | None) -> Study:
+def figure_group(figure: str, config: Config, backbone: Backbone | None) -> RunGroup:
     """The parent run of one figure's runs on one backbone (its pretraining run), protocol and
     seed: every stage and rerun of the figure nests its runs there."""
     lineage = backbone.lineage if backbone else {}
     pretrain_run = lineage.get("pretrain_run_id") or "none"
     variant = lineage.get("variant", "none")
     parts = [figure, config.data.dataset, config.profile, f"s{config.runtime.seed}", variant]
-    return Study(key=":".join(parts + [pretrain_run]), name="-".join(parts + [pretrain_run[:6]]),
+    return RunGroup(key=":".join(parts + [pretrain_run]), name="-".join(parts + [pretrain_run[:6]]),
                  tags={"dataset": config.data.dataset, "profile": config.profile,
-                       "variant": variant, "study_of": figure})
+                       "variant": variant, "group_of": figure})
 
 
-def _nested(tracker: Tracker | None, study: Study) -> Tracker:
-    return (tracker if tracker is not None else Tracker()).nest_under(study)
+def _nested(tracker: Tracker | None, group: RunGroup) -> Tracker:
+    return (tracker if tracker is not None else Tracker()).nest_under(group)
 
 
 def write_subsets(config: Config, directory: str | Path,
@@ -66,7 +66,7 @@ def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | 
             "subset_file_sha256": checkpoint.file_sha256(path)}
     root = Path(out_dir) if out_dir else output_root(config) / "semisup"
     optim = config.semisup_optim(method)
-    tracker = _nested(tracker, figure_study("figure5b", config, backbone))
+    tracker = _nested(tracker, figure_group("figure5b", config, backbone))
     if method == "conv":
         if backbone is None:
             raise RotnetError("the conv method needs a pretrained checkpoint")
@@ -102,7 +102,7 @@ def snapshot_probe(config: Config, snapshot: str | Path, *, out_dir: str | Path 
     backbone = load_backbone(snapshot)
     block = config.snapshots.block
     root = Path(out_dir) if out_dir else output_root(config) / "snapshots" / backbone.lineage["variant"]
-    tracker = _nested(tracker, figure_study("figure5a", config, backbone))
+    tracker = _nested(tracker, figure_group("figure5a", config, backbone))
     return probe(config, backbone, head="nonlinear", block=block, out_dir=root / f"epoch{epoch:03d}",
                  extra_tags={"figure5": "snapshots", "snapshot_epoch": epoch,
                              "snapshot_rotation_acc": f"{rotation_acc:.4f}"},

@@ -24,7 +24,7 @@ from rotnet.config import Config, OptimConfig, PretrainConfig, RuntimeConfig
 
 # The `variant` tag of a random backbone, by whether its BatchNorm statistics were calibrated.
 RANDOM_VARIANTS = {True: "random", False: "random-initial-bn"}
-FINGERPRINT_CHARS = 12  # 48 bits: a collision among a study's few hundred runs is negligible
+FINGERPRINT_CHARS = 12  # 48 bits: a collision among a project's few thousand runs is negligible
 
 
 def fingerprint(config: Config, optim: OptimConfig, model: dict, precision: str) -> str:
@@ -54,7 +54,7 @@ def run_precision(runtime: RuntimeConfig) -> str:
 
 def run_params(config: Config, optim: OptimConfig, model: dict) -> dict:
     """What a run logs as MLflow params: the sections that apply to it (its data, runtime,
-    the optimiser it trained with, the model it trained), not the whole study's config."""
+    the optimiser it trained with, the model it trained), not the whole pipeline's config."""
     return {"profile": config.profile, "data": dataclasses.asdict(config.data),
             "runtime": dataclasses.asdict(config.runtime), "optim": dataclasses.asdict(optim),
             "model": model}

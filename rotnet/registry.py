@@ -1,4 +1,4 @@
-"""The study's names, each defined once and looked up by name: the rotation sets, the
+"""The pipeline's names, each defined once and looked up by name: the rotation sets, the
 pretraining variants of Tables 1 and 2, the baseline RotNet and the probe heads.
 
 Config validation, the stage scripts, the report and the CLI take their choices from here;

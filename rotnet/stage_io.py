@@ -1,7 +1,7 @@
 """What the DVC stage scripts in `stages/` share: reading params.yaml into a `Config`,
 applying a variant, tagging MLflow runs with their stage, writing DVC metrics and plots.
 
-The study itself (which variants, which probes) is spelled out in dvc.yaml, checked against
+The pipeline itself (which variants, which probes) is spelled out in dvc.yaml, checked against
 `rotnet.registry`; this module only keeps the stage scripts to a few lines each.
 """
 
@@ -20,7 +20,7 @@ from rotnet.files import atomic_write_text
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.params import read_params
-from rotnet.tracking import Study, Tracker
+from rotnet.tracking import RunGroup, Tracker
 
 PARAMS_FILE = "params.yaml"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "images_per_s")
@@ -40,15 +40,15 @@ def stage_tracker(stage: str) -> Tracker:
     return Tracker(tags={"pipeline": "dvc", "stage": stage})
 
 
-def ablation_study(config: Config, variant: str) -> Study:
+def ablation_group(config: Config, variant: str) -> RunGroup:
     """The parent run of an ablation of `variant` (per data set, profile and seed): the
     ablation stage's runs nest under it, and `rotnet ablate` gathers a main-pipeline
     variant's runs and its table there."""
     seed = config.runtime.seed
-    return Study(key=f"ablation:{variant}:{config.data.dataset}:{config.profile}:s{seed}",
+    return RunGroup(key=f"ablation:{variant}:{config.data.dataset}:{config.profile}:s{seed}",
                  name=f"ablate-{variant}-{config.profile}-s{seed}",
                  tags={"dataset": config.data.dataset, "profile": config.profile,
-                       "variant": variant, "study_of": "ablation"})
+                       "variant": variant, "group_of": "ablation"})
 
 
 def write_run_metrics(path: str | Path, result) -> None:

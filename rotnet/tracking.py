@@ -113,15 +113,15 @@ def _store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-STUDY_TAG = "rotnet.study"  # a parent run's key: the study its nested runs belong to
+GROUP_TAG = "rotnet.group"  # a parent run's key: the group its nested runs belong to
 PARENT_TAG = "mlflow.parentRunId"  # what nests a run under another in the MLflow UI
 ATTEMPT_TAG = "rotnet.attempt"  # the start of a run that an output folder records first
 
 
 @dataclass(frozen=True)
-class Study:
+class RunGroup:
     """A parent run grouping related runs (an ablation, Figure 5a, Figure 5b). Found again by
-    `key` (tag `rotnet.study`), so a rerun or a resumed child joins the same parent."""
+    `key` (tag `rotnet.group`), so a rerun or a resumed child joins the same parent."""
 
     key: str
     name: str
@@ -134,18 +134,18 @@ class Tracker:
     stage: one per block); each nests under the tracker's parent run, if it has one."""
 
     def __init__(self, experiment: str = EXPERIMENT, tags: dict[str, str] | None = None,
-                 study: Study | None = None, parent_run_id: str | None = None):
+                 group: RunGroup | None = None, parent_run_id: str | None = None):
         self.experiment = experiment
         self.tags = dict(tags or {})  # added to every run this tracker starts (e.g. the DVC stage)
-        # The runs this tracker starts nest under the study's parent run, or under parent_run_id.
-        self.study = study
+        # The runs this tracker starts nest under the group's parent run, or under parent_run_id.
+        self.group = group
         self.parent_run_id = parent_run_id
-        self.study_run_id: str | None = None
+        self.group_run_id: str | None = None
         self.run_id: str | None = None
         self._client = None
 
-    def nest_under(self, study: Study) -> "Tracker":
-        self.study = study
+    def nest_under(self, group: RunGroup) -> "Tracker":
+        self.group = group
         return self
 
     def child(self, tags: dict[str, str]) -> "Tracker":
@@ -201,8 +201,8 @@ class Tracker:
               resume_run_id: str | None = None) -> str:
         client = self.client
         tags = {**self.tags, **tags}
-        if self.study:  # opened here, after the run's input was checked: no empty parents
-            tags[PARENT_TAG] = self.study_run_id = self._open_study(self.study)
+        if self.group:  # opened here, after the run's input was checked: no empty parents
+            tags[PARENT_TAG] = self.group_run_id = self._open_group(self.group)
         elif self.parent_run_id:
             tags[PARENT_TAG] = self.parent_run_id
         if resume_run_id and self._exists(resume_run_id):
@@ -222,27 +222,27 @@ class Tracker:
             client.log_batch(self.run_id, params=items[start:start + 100])
         return self.run_id
 
-    def _open_study(self, study: Study) -> str:
-        """The study's parent run, reopened (RUNNING) or created; under the store's lock, so
+    def _open_group(self, group: RunGroup) -> str:
+        """The group's parent run, reopened (RUNNING) or created; under the store's lock, so
         stages started side by side make one parent."""
         client, experiment = self.client, self._experiment_id()
-        if not re.fullmatch(r"[\w.:+-]+", study.key):
-            raise RotnetError(f"invalid study key {study.key!r}")
+        if not re.fullmatch(r"[\w.:+-]+", group.key):
+            raise RotnetError(f"invalid run group key {group.key!r}")
         with _store_lock(tracking_uri()):
-            found = client.search_runs([experiment], f"tags.`{STUDY_TAG}` = '{study.key}'",
+            found = client.search_runs([experiment], f"tags.`{GROUP_TAG}` = '{group.key}'",
                                        max_results=1)
             if found:
                 client.update_run(found[0].info.run_id, status="RUNNING")
                 return found[0].info.run_id
             commit = git_commit()
-            tags = {"mlflow.runName": study.name, "git_commit": commit, **source_tags(commit),
-                    **self.tags, **{k: str(v) for k, v in study.tags.items()}, STUDY_TAG: study.key}
-            return client.create_run(experiment, run_name=study.name, tags=tags).info.run_id
+            tags = {"mlflow.runName": group.name, "git_commit": commit, **source_tags(commit),
+                    **self.tags, **{k: str(v) for k, v in group.tags.items()}, GROUP_TAG: group.key}
+            return client.create_run(experiment, run_name=group.name, tags=tags).info.run_id
 
-    def gather(self, study: Study, run_ids, artifact: str | Path | None = None) -> str:
-        """`study`'s parent run (found or created), with finished runs made elsewhere nested
+    def gather(self, group: RunGroup, run_ids, artifact: str | Path | None = None) -> str:
+        """`group`'s parent run (found or created), with finished runs made elsewhere nested
         under it (a run that has a parent keeps it) and `artifact` attached; returns its id."""
-        parent = self._open_study(study)
+        parent = self._open_group(group)
         for run_id in run_ids:
             try:
                 tags = self.client.get_run(run_id).data.tags
@@ -330,8 +330,8 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id:
             self.client.set_terminated(self.run_id, status=status)
-        if self.study_run_id:  # the parent says how its latest child ended
-            self.client.set_terminated(self.study_run_id, status=status)
+        if self.group_run_id:  # the parent says how its latest child ended
+            self.client.set_terminated(self.group_run_id, status=status)
 
 
 class NullTracker(Tracker):
@@ -365,7 +365,7 @@ class NullTracker(Tracker):
     def set_tags(self, tags) -> None:
         pass
 
-    def gather(self, study, run_ids, artifact=None) -> str:
+    def gather(self, group, run_ids, artifact=None) -> str:
         return ""
 
     def log_artifact(self, path, artifact_path=None) -> None:

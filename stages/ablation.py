@@ -7,7 +7,7 @@ from pathlib import Path
 from rotnet import experiments, files
 from rotnet.progress import progress_hooks
 from rotnet.registry import variant_name
-from rotnet.stage_io import (ablation_study, run_stage, stage_config, stage_outputs, stage_tracker,
+from rotnet.stage_io import (ablation_group, run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
 
 
@@ -15,7 +15,7 @@ def main(out, metrics):
     config = stage_config()
     variant = variant_name(config.ablation.blocks, config.ablation.rotations)
     config = config.with_variant(variant)
-    tracker = stage_tracker("ablation").nest_under(ablation_study(config, variant))
+    tracker = stage_tracker("ablation").nest_under(ablation_group(config, variant))
     data = experiments.load_dataset(config)  # once for the pretraining and every probe
     results = {}
     with stage_outputs(out) as out_dir:

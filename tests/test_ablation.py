@@ -108,7 +108,7 @@ def test_ablate_reuses_the_main_pipeline_with_the_params_defaults(project):
     run_rotnet(["ablate"], root, env, timeout=300)  # again: the same parent, no second one
     assert client.get_run(ids["b4r8_b2"]).data.tags["mlflow.parentRunId"] == parent_id
     assert len(client.search_runs([parent.info.experiment_id],
-                                  "tags.`rotnet.study` LIKE 'ablation:%'")) == 1
+                                  "tags.`rotnet.group` LIKE 'ablation:%'")) == 1
 
 
 def test_ablate_runs_a_variant_outside_the_main_pipeline_as_a_named_experiment(project):
