@@ -27,7 +27,7 @@ TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Ours: mean ± standard deviati
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
-TABLE9_ROWS = (("supervised", "Supervised NIN"), ("conv", "RotNet + conv"))  # Table 3 rows
+TABLE9_CELLS = ("table3/supervised", "table3/conv")  # the Table 3 rows Table 9 breaks down
 TITLES = {"table1": "Table 1: non-linear probe on each block of RotNets with 3, 4, 5 blocks",
           "table2": "Table 2: number of rotations (4-block RotNet, non-linear probe on block 2)",
           "table3": "Table 3: CIFAR-10 classification (RotNet features vs supervised)"}
@@ -141,20 +141,20 @@ def table_markdown(data: ReportData, name: str, ui: str) -> str:
 
 def table9_markdown(data: ReportData, ui: str) -> str:
     """Table 9: per-class test accuracy of the Table 3 supervised NIN and RotNet + conv runs."""
-    cells = [data.cell("table3", row) for _, row in TABLE9_ROWS]
+    cells = [data.by_key(key) for key in TABLE9_CELLS]
     lines = _header("Table 9: per-class CIFAR-10 test accuracy (supervised NIN vs RotNet + conv)",
                     data, [r for c in cells for r in c.runs], _fingerprints(cells), NOTE + TABLE_NOTE)
     ours = [mean_per_class(c.runs) for c in cells]
-    paper = {key: dict(zip(CIFAR10_CLASSES, PAPER["table9"][key])) for key, _ in TABLE9_ROWS}
+    paper = [dict(zip(CIFAR10_CLASSES, PAPER["table9"][key.split("/")[1]])) for key in TABLE9_CELLS]
     found = set().union(*ours)  # the data set's classes; CIFAR-10's in its own order
     names = [n for n in CIFAR10_CLASSES if n in found] + sorted(found - set(CIFAR10_CLASSES))
     lines += ["Each cell: ours (mean over the seeds) / paper (ours − paper). Runs: " +
-              "; ".join(f"{row} {_links(c, ui)}" for (_, row), c in zip(TABLE9_ROWS, cells)), "",
-              "| Class | " + " | ".join(row for _, row in TABLE9_ROWS) + " |", "|---|---|---|"]
+              "; ".join(f"{c.row} {_links(c, ui)}" for c in cells), "",
+              "| Class | " + " | ".join(c.row for c in cells) + " |", "|---|---|---|"]
     for name in names or CIFAR10_CLASSES:
         texts = []
-        for (key, _), values in zip(TABLE9_ROWS, ours):
-            value, reference = values.get(name), paper[key].get(name)
+        for values, references in zip(ours, paper):
+            value, reference = values.get(name), references.get(name)
             diff = None if value is None or reference is None else value - reference
             texts.append(f"{_num(value)} / {_num(reference)} ({_num(diff, True)})")
         lines.append(f"| {name} | " + " | ".join(texts) + " |")
@@ -171,7 +171,7 @@ def mean_per_class(runs: list[Run]) -> dict[str, float]:
 
 
 def figures_markdown(data: ReportData, ui: str) -> str:
-    supervised = data.cell("table3", "Supervised NIN")
+    supervised = data.by_key("table3/supervised")
     lines = _header("Figures 5a and 5b", data, [p.run for p in data.points] + supervised.runs,
                     [p.fingerprint for p in data.points] + supervised.fingerprints)
     sections = [
@@ -272,7 +272,7 @@ def figure5a_png(data: ReportData, context: str) -> bytes:
     supervised NIN) are marked at the last snapshot, our fully pretrained one."""
     rotation = series_values(data, "figure5a", SNAPSHOT_ROTATION)
     probe = series_values(data, "figure5a", SNAPSHOT_PROBE)
-    supervised = data.cell("table3", "Supervised NIN").value
+    supervised = data.by_key("table3/supervised").value
     last = max((x for x, _ in rotation + probe), default=None)
     paper = [] if last is None or not paper_marks_apply(data) else [
         figures.Mark("paper: probe on block 2, fully pretrained", last,

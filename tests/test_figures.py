@@ -123,7 +123,7 @@ def run(run_id: str, value: float, **tags) -> report.Run:
 
 def report_data(points: list[report.Point], dataset: str = "cifar10") -> report.ReportData:
     supervised = report.Cell("table3", "Supervised NIN", "accuracy", 92.80, (
-        report.Replicate(0, "f", run("sup", 80.0, num_classes="10")),))
+        report.Replicate(0, "f", run("sup", 80.0, num_classes="10")),), "table3/supervised")
     return report.ReportData("quick", dataset, "sqlite://", [supervised], points)
 
 

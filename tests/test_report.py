@@ -224,11 +224,22 @@ def test_every_run_id_in_runs_json_exists_in_the_store(store):
             assert entry["url"].endswith(f"/runs/{entry['run_id']}?{MODEL_TRAINING_VIEW}")
 
 
-def test_figures_are_png(store):
-    for name in ("figure5a.png", "figure5b.png"):
+def test_figures_are_pngs_that_draw_both_series(store):
+    """Each PNG decodes, and both of its series are drawn in their colours: Figure 5a's
+    probe (blue) and rotation (orange) points, 5b's RotNet + conv (blue) and supervised
+    (red) points from the store's runs."""
+    from PIL import Image
+
+    colours = {"figure5a.png": ((31, 119, 180), (255, 127, 14)),  # tab:blue, tab:orange
+               "figure5b.png": ((31, 119, 180), (214, 39, 40))}  # tab:blue, tab:red
+    for name, series in colours.items():
         data = (store["out"] / name).read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+        assert data.startswith(PNG_MAGIC)
         assert b"Software" not in data  # no matplotlib version in the file
+        pixels = Image.open(store["out"] / name).convert("RGB").getdata()
+        counts = {c: sum(1 for p in pixels if sum(abs(a - b) for a, b in zip(p, c)) < 30)
+                  for c in series}
+        assert all(n > 50 for n in counts.values()), (name, counts)
 
 
 def test_rewriting_gives_identical_bytes_and_leaves_files_alone(store):
