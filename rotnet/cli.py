@@ -188,16 +188,18 @@ def snapshots(
     under one MLflow parent run.
 
     Example: `rotnet snapshots runs/pretrain/b4-r4`"""
-    from rotnet import figure5
+    from rotnet import experiments, figure5
     from rotnet.progress import progress_hooks
 
-    files = figure5.snapshot_files(pretrain_dir)
-    config = options.config(profile=options.profile or _checkpoint_profile(files[0]))
-    for snap in files:
-        with progress_hooks(f"probe on {snap.name}") as hooks:
+    snapshots = figure5.snapshot_backbones(pretrain_dir)  # each read once, all checked first
+    config = options.config(profile=options.profile or snapshots[0].profile)
+    data = experiments.load_dataset(config)  # once for every snapshot
+    for snap in snapshots:
+        name = f"snapshot of epoch {snap.lineage['pretrain_epoch']}"
+        with progress_hooks(f"probe on the {name}") as hooks:
             result = figure5.snapshot_probe(config, snap, out_dir=options.out,
-                                            tracker=options.tracker(), hooks=hooks)
-        report_result(f"{snap.name}:", result)
+                                            tracker=options.tracker(), hooks=hooks, data=data)
+        report_result(f"{name}:", result)
 
 
 @app.command()

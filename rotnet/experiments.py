@@ -261,6 +261,7 @@ class Backbone:
     lineage: dict  # pretrain_run_id, pretrain_checkpoint(_sha256), pretrain_fingerprint, variant, ...
     protocol: dict  # what its weights are, for a probe's fingerprint (rotnet.protocol)
     profile: str | None = None  # the pretraining's profile (a command's default for its probes)
+    rotation_acc: float | None = None  # its rotation accuracy on the test set when saved
 
 
 def load_backbone(path: str | Path) -> Backbone:
@@ -288,7 +289,7 @@ def load_backbone(path: str | Path) -> Backbone:
                "variant": variant_name(arch["blocks"], arch["rotations"]),  # not a tag: a path part
                "blocks": arch["blocks"], "rotations": arch["rotations"], "width": arch["width"]}
     return Backbone(model.backbone, lineage, protocol.pretrained_backbone(pretrain_fp, state["epoch"]),
-                    state["config"].get("profile"))
+                    state["config"].get("profile"), state["history"][-1]["test_acc"])
 
 
 def declared_rotnet(arch: dict, path: str | Path) -> NINClassifier:

@@ -80,30 +80,26 @@ def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | 
     raise RotnetError(f"unknown semi-supervised method {method!r}; choose conv or supervised")
 
 
-def snapshot_files(pretrain_dir: str | Path) -> list[Path]:
-    """The folder's snapshots, every one read and checked as a backbone before the first
-    probe runs: a damaged one is refused before anything is written."""
+def snapshot_backbones(pretrain_dir: str | Path) -> list[Backbone]:
+    """The folder's snapshots as backbones, in epoch order: every one read and checked once,
+    before the first probe runs, so a damaged one is refused before anything is written."""
     found = sorted(Path(pretrain_dir).glob(files.SNAPSHOT_PATTERN))
     if not found:
         raise RotnetError(f"no pretraining snapshots ({files.snapshot_name(1)}, ...) in "
                           f"{pretrain_dir}; pretrain with pretrain.snapshot_every > 0")
-    for snapshot in found:
-        load_backbone(snapshot)
-    return found
+    return [load_backbone(snapshot) for snapshot in found]
 
 
-def snapshot_probe(config: Config, snapshot: str | Path, *, out_dir: str | Path | None = None,
-                   tracker: Tracker | None = None, hooks: Hooks | None = None) -> RunResult:
+def snapshot_probe(config: Config, snapshot: Backbone, *, out_dir: str | Path | None = None,
+                   tracker: Tracker | None = None, hooks: Hooks | None = None,
+                   data: ImageData | None = None) -> RunResult:
     """One point of Figure 5a: a non-linear probe on a pretraining snapshot, tagged with
     the snapshot's epoch and its rotation accuracy on the test set."""
-    state = checkpoint.load_checkpoint(snapshot, task="pretrain")
-    epoch = state["epoch"]
-    rotation_acc = state["history"][-1]["test_acc"]
-    backbone = load_backbone(snapshot)
-    block = config.snapshots.block
-    root = Path(out_dir) if out_dir else output_root(config) / "snapshots" / backbone.lineage["variant"]
-    tracker = _nested(tracker, figure_group("figure5a", config, backbone))
-    return probe(config, backbone, head="nonlinear", block=block, out_dir=root / f"epoch{epoch:03d}",
+    epoch = snapshot.lineage["pretrain_epoch"]
+    root = Path(out_dir) if out_dir else output_root(config) / "snapshots" / snapshot.lineage["variant"]
+    tracker = _nested(tracker, figure_group("figure5a", config, snapshot))
+    return probe(config, snapshot, head="nonlinear", block=config.snapshots.block,
+                 out_dir=root / f"epoch{epoch:03d}",
                  extra_tags={"figure5": "snapshots", "snapshot_epoch": epoch,
-                             "snapshot_rotation_acc": f"{rotation_acc:.4f}"},
-                 tracker=tracker, hooks=hooks)
+                             "snapshot_rotation_acc": f"{snapshot.rotation_acc:.4f}"},
+                 tracker=tracker, hooks=hooks, data=data)

@@ -11,7 +11,6 @@ file; `remove_stale_temp_files` clears what a kill left.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 CHECKPOINT = "checkpoint.pt"
@@ -30,12 +29,6 @@ def checkpoint_in(folder: str | Path) -> Path:
 def snapshot_name(epoch: int) -> str:
     """`snapshot-epoch005.pt`: the checkpoint as it was after `epoch` epochs."""
     return f"snapshot-epoch{epoch:03d}.pt"
-
-
-def snapshot_epoch(path: str | Path) -> int | None:
-    """The epoch a snapshot file name states (None: not a snapshot's name)."""
-    match = re.fullmatch(r"snapshot-epoch(\d+)\.pt", Path(path).name)
-    return int(match.group(1)) if match else None
 
 
 def atomic_write(path: str | Path, write) -> None:

@@ -51,14 +51,22 @@ def experiment_id(experiment: str = EXPERIMENT) -> str | None:
     return found.experiment_id if found is not None else None
 
 
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a local sqlite store's URI (None: another kind of store)."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+
+
 def store_exists() -> bool:
     """False for a local sqlite store not made yet (any other store: True)."""
-    uri = tracking_uri()
-    return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file()
+    path = sqlite_path(tracking_uri())
+    return path is None or path.is_file()
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE}{project_root() / 'mlflow.db'}"
 
 
 def as_params(values: dict, prefix: str = "") -> dict[str, str]:
@@ -88,9 +96,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 def check_sqlite_file(uri: str) -> None:
     """Refuse a sqlite URI naming a file that is not a database: MLflow would overwrite it."""
-    if not uri.startswith("sqlite:///"):
+    path = sqlite_path(uri)
+    if path is None:
         return
-    path = Path(uri[len("sqlite:///"):])
     if path.is_dir() or (path.is_file() and path.stat().st_size
                          and path.read_bytes()[:len(SQLITE_HEADER)] != SQLITE_HEADER):
         raise RotnetError(f"MLFLOW_TRACKING_URI names {path}, which is not an sqlite database; "
@@ -100,10 +108,11 @@ def check_sqlite_file(uri: str) -> None:
 @contextlib.contextmanager
 def _store_lock(uri: str):
     """An exclusive lock beside a local sqlite store (no-op for other stores)."""
-    if not uri.startswith("sqlite:///"):
+    path = sqlite_path(uri)
+    if path is None:
         yield
         return
-    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
+    lock_path = path.with_suffix(".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -145,8 +154,11 @@ class Tracker:
         self._client = None
 
     def nest_under(self, group: RunGroup) -> "Tracker":
-        self.group = group
-        return self
+        """A tracker like this one (tags, connection) whose runs nest under `group`'s parent
+        run; this one is left as it was."""
+        nested = Tracker(self.experiment, tags=self.tags, group=group)
+        nested._client = self._client
+        return nested
 
     def child(self, tags: dict[str, str]) -> "Tracker":
         """A tracker whose runs nest under this one's run (an Optuna study's trials), on the
@@ -191,9 +203,8 @@ class Tracker:
             return found.experiment_id
         uri = tracking_uri()
         # Artifacts beside a local sqlite store, at an absolute path.
-        artifacts = None
-        if uri.startswith("sqlite:///"):
-            artifacts = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        store = sqlite_path(uri)
+        artifacts = (store.parent / "mlartifacts").as_uri() if store else None
         return client.create_experiment(self.experiment, artifact_location=artifacts,
                                         tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
@@ -348,6 +359,9 @@ class NullTracker(Tracker):
 
     def log_missing_epochs(self, history) -> None:
         pass
+
+    def nest_under(self, group) -> "Tracker":
+        return self
 
     def child(self, tags) -> "Tracker":
         return self

@@ -35,7 +35,7 @@ from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
 from rotnet.provenance import project_root
 from rotnet.registry import variant_name
-from rotnet.tracking import Tracker, as_params
+from rotnet.tracking import SQLITE, Tracker, as_params, sqlite_path
 
 TARGETS = ("probe", "pretrain")
 TUNE_EXPERIMENT = "rotnet-tune"
@@ -68,17 +68,17 @@ def scaled_milestones(epochs: int) -> list[int]:
 def resolve_storage(storage: str | None) -> str:
     """An Optuna storage URL; sqlite paths (or a bare file path) made absolute."""
     if not storage:
-        return f"sqlite:///{project_root() / 'optuna.db'}"
+        return f"{SQLITE}{project_root() / 'optuna.db'}"
     if "://" not in storage:
         path = Path(storage).expanduser().resolve()
-    elif storage.startswith("sqlite:///"):
-        path = Path(storage[len("sqlite:///"):]).expanduser()
+    elif sqlite_path(storage) is not None:
+        path = sqlite_path(storage).expanduser()
         path = path if path.is_absolute() else path.resolve()
     else:
         return storage  # postgresql://, mysql://: used as given
     if not path.parent.is_dir():
         raise RotnetError(f"the directory of the Optuna storage {path} does not exist")
-    return f"sqlite:///{path}"
+    return f"{SQLITE}{path}"
 
 
 def search_space(target: str, epochs_range: tuple[int, int]) -> dict:

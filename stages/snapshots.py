@@ -4,7 +4,7 @@ run folder, the metrics folder."""
 
 from pathlib import Path
 
-from rotnet import figure5, files
+from rotnet import experiments, figure5
 from rotnet.progress import progress_hooks
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
@@ -15,15 +15,16 @@ def main(seed, pretrain_dir, out, metrics):
     config = stage_config(seed)
     tracker = stage_tracker(f"snapshots@{seed}")
     results = {}
+    data = experiments.load_dataset(config)  # once for every snapshot
     with stage_outputs(out) as out_dir:
-        for snapshot in figure5.snapshot_files(pretrain_dir):
-            epoch = files.snapshot_epoch(snapshot)
+        for snapshot in figure5.snapshot_backbones(pretrain_dir):
+            epoch = snapshot.lineage["pretrain_epoch"]
             if epoch % config.snapshots.every:
                 continue  # snapshots are kept more often than Figure 5a samples them
-            with progress_hooks(f"snapshots@{seed} {snapshot.stem}") as hooks:
+            with progress_hooks(f"snapshots@{seed} epoch {epoch}") as hooks:
                 results[f"epoch{epoch:03d}"] = figure5.snapshot_probe(
                     config, snapshot, out_dir=out_dir / pretrain_dir.name, tracker=tracker,
-                    hooks=hooks)
+                    hooks=hooks, data=data)
     for name, result in results.items():
         write_run_metrics(Path(metrics) / f"{name}.json", result)
 

@@ -66,3 +66,14 @@ def test_a_figure_has_one_parent_per_backbone_protocol_and_seed(tiny_pretrained)
     assert b.name == "figure5b-generated-smoke-s0-b4-r4-abcdef"
     other_seed = tiny_config({"runtime": {"seed": 1}})
     assert figure5.figure_group("figure5b", other_seed, backbone).key != b.key
+
+
+def test_nesting_a_tracker_leaves_the_one_it_came_from_alone(tracking_store):
+    """A stage's tracker handed to a figure's runs keeps its own runs unnested."""
+    stage = Tracker(tags={"stage": "semisup@20-0"})
+    nested = stage.nest_under(GROUP)
+    assert nested is not stage and stage.group is None and nested.group == GROUP
+    assert nested.tags == stage.tags
+    from rotnet.tracking import NullTracker
+    off = NullTracker()
+    assert off.nest_under(GROUP) is off  # tracking switched off stays off
