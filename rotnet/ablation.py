@@ -16,7 +16,7 @@ from pathlib import Path
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.registry import (BASELINE, ROTATION_SETS, VARIANTS, baseline_stages, parse_variant,
-                             probe_blocks, variant_name)
+                             probe_blocks, variant_name, variant_stages)
 from rotnet.repro import DVC
 from rotnet.report import PAPER, Run, expected_fingerprint, finished_runs, latest
 from rotnet.stage_io import ablation_group, stage_config
@@ -34,7 +34,7 @@ def in_main_pipeline(variant: str) -> bool:
 def main_pipeline_stages(variant: str, seed: int = 0) -> list[str]:
     """The main dvc.yaml stages of `variant` for `seed` (its pretraining and its probe stage,
     which probes every block the registry lists), then the baseline's."""
-    own = [f"pretrain@{variant}-{seed}", f"probe@{variant}-{seed}"]
+    own = variant_stages(variant, seed)
     return own + [stage for stage in baseline_stages(seed) if stage not in own]
 
 

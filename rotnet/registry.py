@@ -73,10 +73,20 @@ def probe_blocks(variant: str) -> list[int]:
     return [block for v, block in PROBES.values() if v == variant]
 
 
+def stage_name(stage: str, *values) -> str:
+    """A dvc.yaml matrix stage's name: its values joined with "-" (variant or method or K,
+    then seed), e.g. `pretrain@b4-r8-0`, `snapshots@1`."""
+    return f"{stage}@{'-'.join(map(str, values))}"
+
+
+def variant_stages(variant: str, seed: int = 0) -> list[str]:
+    """The DVC stages of a variant for `seed`: its pretraining and its probe stage."""
+    return [stage_name("pretrain", variant, seed), stage_name("probe", variant, seed)]
+
+
 def baseline_stages(seed: int = 0) -> list[str]:
-    """The DVC stages of the baseline RotNet an ablation is compared with (dvc.yaml names
-    a matrix stage by its values joined with "-": variant, then seed)."""
-    return [f"pretrain@{BASELINE}-{seed}", f"probe@{BASELINE}-{seed}"]
+    """The DVC stages of the baseline RotNet an ablation is compared with."""
+    return variant_stages(BASELINE, seed)
 
 
 def rotation_set_label(name: str) -> str:

@@ -335,8 +335,12 @@ class Tracker:
         with warnings.catch_warnings():  # MLflow 3.17 registers its local source class twice
             warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
             dataset = mlflow.data.from_numpy(features, targets=targets, source=source, name=name)
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
-            dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+        # Under the store's lock: MLflow inserts a data set new to the experiment without
+        # looking again, so two stages logging the same images at once (seeds share the data)
+        # collide on its unique (experiment, name, digest) key.
+        with _store_lock(tracking_uri()):
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+                dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id:

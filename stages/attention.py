@@ -13,6 +13,7 @@ from rotnet.attention_report import attention_report, load_network, test_images
 from rotnet.files import atomic_write_text
 from rotnet.errors import RotnetError
 from rotnet.experiments import load_dataset
+from rotnet.registry import stage_name
 from rotnet.stage_io import run_stage, stage_config, stage_tracker
 
 
@@ -25,7 +26,7 @@ def main(variant, seed, pretrain_dir, supervised_dir, out, metrics):
                           f"and {supervised.name}")
     context = f"{variant}, seed {seed}, {config.data.dataset} data, {config.profile} profile"
     values = attention_report([rotnet, supervised], test_images(load_dataset(config), int(seed)),
-                              out, context=context, tracker=stage_tracker(f"attention@{variant}-{seed}"))
+                              out, context=context, tracker=stage_tracker(stage_name("attention", variant, seed)))
     atomic_write_text(metrics, json.dumps({"rotnet": values[0], "supervised": values[1]},
                                           indent=2, sort_keys=True) + "\n")
 

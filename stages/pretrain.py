@@ -4,13 +4,14 @@ metrics file, the plot file."""
 
 from rotnet import experiments
 from rotnet.progress import progress_hooks
+from rotnet.registry import stage_name
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_history_csv, write_run_metrics)
 
 
 def main(variant, seed, out, metrics, plot):
     config = stage_config(seed).with_variant(variant)
-    stage = f"pretrain@{variant}-{seed}"
+    stage = stage_name("pretrain", variant, seed)
     with stage_outputs(out) as out_dir, progress_hooks(stage) as hooks:
         result = experiments.pretrain(config, out_dir, hooks=hooks, tracker=stage_tracker(stage))
     write_run_metrics(metrics, result)

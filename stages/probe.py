@@ -7,14 +7,14 @@ from pathlib import Path
 
 from rotnet import experiments, files
 from rotnet.progress import progress_hooks
-from rotnet.registry import probe_blocks
+from rotnet.registry import probe_blocks, stage_name
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker, write_history_csv,
                              write_run_metrics)
 
 
 def main(variant, seed, pretrain_dir, out, metrics, plots):
     config = stage_config(seed)
-    stage = f"probe@{variant}-{seed}"
+    stage = stage_name("probe", variant, seed)
     tracker, data = stage_tracker(stage), experiments.load_dataset(config)  # once for every block
     backbone = experiments.load_backbone(files.checkpoint_in(pretrain_dir))
     results = {}

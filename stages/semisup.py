@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rotnet import experiments, figure5, files
 from rotnet.progress import progress_hooks
+from rotnet.registry import stage_name
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
 
@@ -15,13 +16,14 @@ from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_track
 def main(per_class, seed, subsets_dir, pretrain_dir, out, metrics):
     k = int(per_class)
     config = stage_config(seed)
-    tracker = stage_tracker(f"semisup@{k}-{seed}")
+    stage = stage_name("semisup", k, seed)
+    tracker = stage_tracker(stage)
     backbone = experiments.load_backbone(files.checkpoint_in(pretrain_dir))
     data = experiments.load_dataset(config)  # once for both methods
     results = {}
     with stage_outputs(out) as out_dir:
         for method in figure5.semisup_methods(k, subsets_dir):
-            with progress_hooks(f"semisup@{k}-{seed} {method}") as hooks:
+            with progress_hooks(f"{stage} {method}") as hooks:
                 results[method] = figure5.semisup_run(config, method, k, subsets_dir, data=data,
                                                       backbone=backbone, out_dir=out_dir,
                                                       tracker=tracker, hooks=hooks)

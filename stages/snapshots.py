@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rotnet import experiments, figure5
 from rotnet.progress import progress_hooks
+from rotnet.registry import stage_name
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_run_metrics)
 
@@ -13,7 +14,8 @@ from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_track
 def main(seed, pretrain_dir, out, metrics):
     pretrain_dir = Path(pretrain_dir)
     config = stage_config(seed)
-    tracker = stage_tracker(f"snapshots@{seed}")
+    stage = stage_name("snapshots", seed)
+    tracker = stage_tracker(stage)
     results = {}
     data = experiments.load_dataset(config)  # once for every snapshot
     with stage_outputs(out) as out_dir:
@@ -21,7 +23,7 @@ def main(seed, pretrain_dir, out, metrics):
             epoch = snapshot.lineage["pretrain_epoch"]
             if epoch % config.snapshots.every:
                 continue  # snapshots are kept more often than Figure 5a samples them
-            with progress_hooks(f"snapshots@{seed} epoch {epoch}") as hooks:
+            with progress_hooks(f"{stage} epoch {epoch}") as hooks:
                 results[f"epoch{epoch:03d}"] = figure5.snapshot_probe(
                     config, snapshot, out_dir=out_dir / pretrain_dir.name, tracker=tracker,
                     hooks=hooks, data=data)

@@ -11,13 +11,13 @@ from pathlib import Path
 from rotnet import experiments, files
 from rotnet.errors import RotnetError
 from rotnet.progress import progress_hooks
-from rotnet.registry import TABLE3_PROBES
+from rotnet.registry import TABLE3_PROBES, stage_name
 from rotnet.stage_io import (run_stage, stage_config, stage_outputs, stage_tracker,
                              write_history_csv, write_run_metrics)
 
 
 def main(method, seed, pretrain_dir, out, metrics, plot):
-    with stage_outputs(out) as out_dir, progress_hooks(f"table3@{method}-{seed}") as hooks:
+    with stage_outputs(out) as out_dir, progress_hooks(stage_name("table3", method, seed)) as hooks:
         result = train(method, seed, Path(pretrain_dir), out_dir, hooks)
     write_run_metrics(metrics, result)
     write_history_csv(plot, result.history)
@@ -25,7 +25,7 @@ def main(method, seed, pretrain_dir, out, metrics, plot):
 
 def train(method, seed, pretrain_dir, out_dir, hooks):
     config = stage_config(seed)
-    tracker = stage_tracker(f"table3@{method}-{seed}")
+    tracker = stage_tracker(stage_name("table3", method, seed))
     if method == "supervised":
         return experiments.supervised(config, out_dir=out_dir, tracker=tracker, hooks=hooks)
     if method not in TABLE3_PROBES:
