@@ -393,8 +393,14 @@ def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0
     found = tracking.experiment_id()
     console.print(f"MLflow UI for {uri}: open "
                   f"{tracking.ui_link(base, found) if found else base}", soft_wrap=True)
+    tracking.record_ui_address(uri, base)  # where the reports written from now on link to
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", host, "--port", str(port)])
+                               "--host", host, "--port", str(port), "--workers", str(ui_workers())])
+
+
+def ui_workers() -> int:
+    """The UI's server processes: MLflow's default 4 needs 4 cores; one per core, up to 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def main() -> None:

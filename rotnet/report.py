@@ -133,6 +133,13 @@ class Point:
     def fingerprint(self) -> str:
         return self.run.tags["fingerprint"]
 
+    @property
+    def key(self) -> str:
+        """What names the point in code: figure5a/epoch5, figure5b/conv/k100."""
+        if self.figure == "figure5a":  # both series of a snapshot come from one run
+            return f"figure5a/epoch{self.x:g}"
+        return f"figure5b/{'conv' if self.series == ROTNET_CONV else 'supervised'}/k{self.x:g}"
+
 
 @dataclass
 class ReportData:

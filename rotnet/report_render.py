@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from rotnet import claims, figures, protocol, tracking
+from rotnet import claims, figures, protocol, report_publish, tracking
 from rotnet.checkpoint import atomic_write
 from rotnet.registry import BASELINE, BASELINE_ROTATIONS, ROTATION_SETS
 from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SNAPSHOT_ROTATION,
@@ -36,11 +36,12 @@ TITLES = {"table1": "Table 1: non-linear probe on each block of RotNets with 3, 
 
 def ui_base(ui_url: str | None = None) -> str:
     """Where run links point: the given URL, $ROTNET_MLFLOW_UI, the tracking server itself
-    (an http(s) tracking URI serves the UI too), else what `rotnet ui` opens by default."""
-    server = tracking.tracking_uri()
-    if not server.startswith(("http://", "https://")):
-        server = None
-    return (ui_url or os.environ.get(UI_ENV) or server or DEFAULT_UI).rstrip("/")
+    (an http(s) tracking URI serves the UI too), where `rotnet ui` last served this store,
+    else where `rotnet ui` serves it by default."""
+    uri = tracking.tracking_uri()
+    server = uri if uri.startswith(("http://", "https://")) else None
+    return (ui_url or os.environ.get(UI_ENV) or server or tracking.recorded_ui_address(uri)
+            or DEFAULT_UI).rstrip("/")
 
 
 def run_url(run: Run, ui: str) -> str:
@@ -52,7 +53,8 @@ def _num(value: float | None, signed: bool = False) -> str:
 
 
 def _link(run: Run | None, ui: str) -> str:
-    return MISSING if run is None else f"[{run.run_id[:8]}]({run_url(run, ui)})"
+    # the end of the run's name (`tracking.Tracker.start`): what the UI's search box finds
+    return MISSING if run is None else f"[{run.run_id[:tracking.ID_PREFIX]}]({run_url(run, ui)})"
 
 
 def _links(cell: Cell, ui: str) -> str:
@@ -303,8 +305,9 @@ def write_if_changed(path: Path, content: bytes) -> bool:
 
 
 def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = None) -> list[Path]:
-    """Write tables 1-3 and 9, figures 5a/5b, figures.md, runs.json and claims.md of `data`
-    (see `collect`) into `out_dir`; returns all their paths (files whose bytes would not
+    """Write tables 1-3 and 9, figures 5a/5b, figures.md, runs.json, claims.md, the DVC
+    summary metrics.json and the comparison curves plots/*.csv of `data` (see `collect`)
+    into `out_dir`; returns all their paths (files whose bytes would not
     change are left untouched)."""
     ui = ui_base(ui_url)
     context = f"({data.dataset}, {data.profile})"
@@ -316,6 +319,8 @@ def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = Non
     files["figures.md"] = figures_markdown(data, ui).encode()
     files["runs.json"] = runs_json(data, ui).encode()
     files["claims.md"] = claims.runs_claims_markdown(data).encode()
+    files[report_publish.SUMMARY_FILE] = report_publish.summary_json(data).encode()
+    files.update(report_publish.comparison_files(data))
     out = Path(out_dir)
     for name, content in files.items():
         write_if_changed(out / name, content)
