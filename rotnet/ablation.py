@@ -91,7 +91,7 @@ def gather_runs(config: Config, variant: str, rows: list[Row], table: Path) -> l
     for probe in (run for row in rows for run in row.ours):
         ids = by_seed.setdefault(int(probe.tags.get("seed", 0)), set())
         ids |= {probe.run_id} | ({probe.tags["pretrain_run_id"]} if probe.tags.get("pretrain_run_id") else set())
-    return [Tracker().gather(ablation_study(with_seed(config, seed), variant), sorted(ids), table)
+    return [Tracker().gather(ablation_study(with_seed(config, seed), variant), sorted(ids), [table])
             for seed, ids in sorted(by_seed.items())]
 
 

@@ -108,11 +108,11 @@ def report_study(data: ReportData) -> Study:
                  tags={"dataset": data.dataset, "profile": data.profile, "study_of": "report"})
 
 
-def publish(data: ReportData, files: list[Path], tracker: Tracker | None = None) -> str:
-    """Tag every run with the cells it fills, and log `files` and the summary to the report
-    run; returns its id."""
+def publish(data: ReportData, out_dir: Path, files: list[Path], tracker: Tracker | None = None) -> str:
+    """Tag every run with the cells it fills, and log `files` (written under `out_dir`) and
+    the summary to the report run; returns its id."""
     tracker = tracker or Tracker()
     for run_id, tags in run_cells(data).items():
         tracker.tag_run(run_id, tags)
-    return tracker.gather(report_study(data), [], files, summary(data))
+    return tracker.gather(report_study(data), [], files, summary(data), Path(out_dir))
 

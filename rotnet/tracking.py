@@ -184,10 +184,11 @@ class Tracker:
                     **self.tags, **{k: str(v) for k, v in study.tags.items()}, STUDY_TAG: study.key}
             return client.create_run(experiment, run_name=study.name, tags=tags).info.run_id
 
-    def gather(self, study: Study, run_ids, artifacts=(), metrics: dict | None = None) -> str:
+    def gather(self, study: Study, run_ids, artifacts=(), metrics: dict | None = None,
+               artifacts_root: Path | None = None) -> str:
         """`study`'s parent run (found or created), with finished runs made elsewhere nested
-        under it (a run that has a parent keeps it), `artifacts` (paths) attached and
-        `metrics` logged; returns its id."""
+        under it (a run that has a parent keeps it), `artifacts` (paths; in their folders
+        below `artifacts_root`, if given) attached and `metrics` logged; returns its id."""
         parent = self._open_study(study)
         for run_id in run_ids:
             try:
@@ -196,8 +197,9 @@ class Tracker:
                 continue
             if PARENT_TAG not in tags:
                 self.client.set_tag(run_id, PARENT_TAG, parent)
-        for path in artifacts:
-            self.client.log_artifact(parent, str(path))
+        for path in map(Path, artifacts):
+            folder = path.parent.relative_to(artifacts_root) if artifacts_root else Path(".")
+            self.client.log_artifact(parent, str(path), None if folder == Path(".") else str(folder))
         if metrics:
             from mlflow.entities import Metric
 
@@ -329,7 +331,7 @@ class NullTracker(Tracker):
     def set_tags(self, tags) -> None:
         pass
 
-    def gather(self, study, run_ids, artifacts=(), metrics=None) -> str:
+    def gather(self, study, run_ids, artifacts=(), metrics=None, artifacts_root=None) -> str:
         return ""
 
     def tag_run(self, run_id, tags) -> None:

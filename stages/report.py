@@ -10,7 +10,7 @@ from rotnet.stage_io import run_stage, stage_config, stage_tracker
 
 def main(out):
     data = collect(stage_config())
-    publish(data, write_report(out, data), stage_tracker("report"))
+    publish(data, out, write_report(out, data), stage_tracker("report"))
 
 
 if __name__ == "__main__":
