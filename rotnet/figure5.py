@@ -10,6 +10,7 @@ from rotnet import checkpoint
 from rotnet.config import Config
 from rotnet.engine import Hooks
 from rotnet.errors import RotnetError
+from rotnet.registry import BASELINE, probe_blocks
 from rotnet.experiments import (Backbone, RunResult, load_backbone, load_dataset, output_root, probe,
                                 supervised)
 from rotnet.subsets import covers_training_set, read_label_subset, subset_path, write_label_subset
@@ -72,6 +73,19 @@ def semisup_run(config: Config, method: str, per_class: int, subsets_dir: str | 
                           out_dir=root / f"supervised-k{per_class}", extra_tags=tags,
                           tracker=tracker, hooks=hooks, data=data)
     raise RotnetError(f"unknown semi-supervised method {method!r}; choose conv or supervised")
+
+
+def snapshots_to_probe(config: Config, pretrain_dir: str | Path) -> list[Path]:
+    """The snapshots Figure 5a probes (every `snapshots.every`-th epoch) that no other stage
+    probes: the last one is the fully pretrained baseline, whose probe on that block is
+    Table 1's (`probe@b4-r4`, the same fingerprint), trained once and reused by the report."""
+    final = config.pretrain.optim.epochs if config.snapshots.block in probe_blocks(BASELINE) else None
+    return [path for path in snapshot_files(pretrain_dir)
+            if (epoch := snapshot_epoch(path)) % config.snapshots.every == 0 and epoch != final]
+
+
+def snapshot_epoch(path: Path) -> int:
+    return int(path.stem.removeprefix("snapshot-epoch"))
 
 
 def snapshot_files(pretrain_dir: str | Path) -> list[Path]:

@@ -1,6 +1,7 @@
-"""DVC stage `snapshots@<seed>` (one seed of `seeds`): a non-linear probe on every pretraining snapshot of the 4-block
-RotNet (Figure 5a). dvc.yaml passes the paths it declares: the pretraining folder, the
-run folder, the metrics folder."""
+"""DVC stage `snapshots@<seed>` (one seed of `seeds`): a non-linear probe on every sampled
+pretraining snapshot of the 4-block RotNet (Figure 5a) but the last, whose probe is Table
+1's. dvc.yaml passes the paths it declares: the pretraining folder, the run folder, the
+metrics folder."""
 
 from pathlib import Path
 
@@ -16,10 +17,8 @@ def main(seed, pretrain_dir, out, metrics):
     tracker = stage_tracker(f"snapshots@{seed}")
     results = {}
     with stage_outputs(out) as out_dir:
-        for snapshot in figure5.snapshot_files(pretrain_dir):
-            epoch = int(snapshot.stem.removeprefix("snapshot-epoch"))
-            if epoch % config.snapshots.every:
-                continue  # snapshots are kept more often than Figure 5a samples them
+        for snapshot in figure5.snapshots_to_probe(config, pretrain_dir):
+            epoch = figure5.snapshot_epoch(snapshot)
             with progress_hooks(f"snapshots@{seed} {snapshot.stem}") as hooks:
                 results[f"epoch{epoch:03d}"] = figure5.snapshot_probe(
                     config, snapshot, out_dir=out_dir / pretrain_dir.name, tracker=tracker,
