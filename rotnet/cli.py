@@ -75,7 +75,7 @@ def pretrain(
 
     config = options.config({"pretrain.blocks": blocks, "pretrain.rotations": rotations,
                              "pretrain.width": width, "pretrain.optim.epochs": options.epochs})
-    with progress_hooks("pretrain") as hooks:
+    with progress_hooks(f"pretrain b{config.pretrain.blocks}-r{config.pretrain.rotations}") as hooks:
         result = experiments.pretrain(config, options.out, tracker=options.tracker(), hooks=hooks)
     report_result("rotation prediction:", result)
 

@@ -30,7 +30,14 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 TABLE9_ROWS = (("supervised", "Supervised NIN"), ("conv", "RotNet + conv"))  # Table 3 rows
 TITLES = {"table1": "Table 1: non-linear probe on each block of RotNets with 3, 4, 5 blocks",
           "table2": "Table 2: number of rotations (4-block RotNet, non-linear probe on block 2)",
-          "table3": "Table 3: CIFAR-10 classification (RotNet features vs supervised)"}
+          "table3": "Table 3: {dataset} classification (RotNet features vs supervised)",
+          "table9": "Table 9: per-class {dataset} test accuracy (supervised NIN vs RotNet + conv)"}
+
+
+def title(name: str, data: ReportData) -> str:
+    """A table's title, naming the data set its runs are on (the paper's: CIFAR-10)."""
+    return TITLES[name].format(dataset="CIFAR-10" if data.dataset == PAPER_DATASET else
+                               f"`{data.dataset}` (not CIFAR-10)")
 
 
 
@@ -119,7 +126,7 @@ def _grid_text(cell: Cell | None, ui: str) -> str:
 
 def table_markdown(data: ReportData, name: str, ui: str) -> str:
     cells = data.table(name)
-    lines = _header(TITLES[name], data, [r for c in cells for r in c.runs], _fingerprints(cells),
+    lines = _header(title(name, data), data, [r for c in cells for r in c.runs], _fingerprints(cells),
                     NOTE + TABLE_NOTE)
     if name == "table1":  # the paper's grid: a row per RotNet, a column per block
         columns = sorted({c.column for c in cells})
@@ -144,21 +151,26 @@ def table_markdown(data: ReportData, name: str, ui: str) -> str:
 def table9_markdown(data: ReportData, ui: str) -> str:
     """Table 9: per-class test accuracy of the Table 3 supervised NIN and RotNet + conv runs."""
     cells = [data.cell("table3", row) for _, row in TABLE9_ROWS]
-    lines = _header("Table 9: per-class CIFAR-10 test accuracy (supervised NIN vs RotNet + conv)",
-                    data, [r for c in cells for r in c.runs], _fingerprints(cells), NOTE + TABLE_NOTE)
+    lines = _header(title("table9", data), data, [r for c in cells for r in c.runs],
+                    _fingerprints(cells), NOTE + TABLE_NOTE)
     ours = [mean_per_class(c.runs) for c in cells]
     paper = {key: dict(zip(CIFAR10_CLASSES, PAPER["table9"][key])) for key, _ in TABLE9_ROWS}
     found = set().union(*ours)  # the data set's classes; CIFAR-10's in its own order
     names = [n for n in CIFAR10_CLASSES if n in found] + sorted(found - set(CIFAR10_CLASSES))
-    lines += ["Each cell: ours (mean over the seeds) / paper (ours − paper). Runs: " +
-              "; ".join(f"{row} {_links(c, ui)}" for (_, row), c in zip(TABLE9_ROWS, cells)), "",
+    # The paper's numbers are CIFAR-10's classes: a data set without them shows ours only.
+    compared = not found or bool(found & set(CIFAR10_CLASSES))
+    runs = "; ".join(f"{row} {_links(c, ui)}" for (_, row), c in zip(TABLE9_ROWS, cells))
+    lines += [("Each cell: ours (mean over the seeds) / paper (ours − paper). Runs: " if compared
+               else "Each cell: ours (mean over the seeds); the paper's per-class numbers are for "
+                    "CIFAR-10's classes, which this data set does not have. Runs: ") + runs, "",
               "| Class | " + " | ".join(row for _, row in TABLE9_ROWS) + " |", "|---|---|---|"]
     for name in names or CIFAR10_CLASSES:
         texts = []
         for (key, _), values in zip(TABLE9_ROWS, ours):
             value, reference = values.get(name), paper[key].get(name)
             diff = None if value is None or reference is None else value - reference
-            texts.append(f"{_num(value)} / {_num(reference)} ({_num(diff, True)})")
+            texts.append(f"{_num(value)} / {_num(reference)} ({_num(diff, True)})" if compared
+                         else _num(value))
         lines.append(f"| {name} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
 

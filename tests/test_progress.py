@@ -28,9 +28,14 @@ def test_off_a_terminal_a_run_prints_one_line_per_epoch(tmp_path, make_config, t
 
 
 def test_on_a_terminal_it_is_a_rich_bar_updated_per_step():
-    console = Console(file=io.StringIO(), force_terminal=True)
-    with progress_hooks("pretrain", console) as hooks:
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    with progress_hooks("probe@b4-r8-1 block2", console) as hooks:
         assert hooks.on_step is not None
+        hooks.on_start(0, 10, 500)
+        hooks.on_step(2, 250, 1.25, 900.0)  # half-way through the third epoch
+    shown = console.file.getvalue()
+    assert "probe@b4-r8-1 block2" in shown  # the bar names the stage
+    assert "epoch 3/10" in shown and "/5000" not in shown  # it counts epochs, not batches
     assert plain_hooks("pretrain", io.StringIO()).on_step is None  # plain: per epoch only
 
 
