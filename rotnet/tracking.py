@@ -296,8 +296,11 @@ class Tracker:
         with warnings.catch_warnings():  # MLflow 3.17 registers its local source class twice
             warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
             dataset = mlflow.data.from_numpy(features, targets=targets, source=source, name=name)
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
-            dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+        # Stages side by side log the same data set (data.seed's): MLflow checks then inserts
+        # it, so two at once collide on its unique key; the store's lock makes them take turns.
+        with store_lock(tracking_uri()):
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+                dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id:
