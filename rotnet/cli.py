@@ -395,7 +395,8 @@ def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0
                   f"{tracking.ui_link(base, found) if found else base}", soft_wrap=True)
     tracking.record_ui_address(uri, base)  # where the reports written from now on link to
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", host, "--port", str(port), "--workers", str(ui_workers())])
+                               "--host", host, "--port", str(port), "--workers", str(ui_workers()),
+                               "--app-name", "rotnet"])  # opens in the model-training view
 
 
 def ui_workers() -> int:

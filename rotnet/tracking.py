@@ -385,3 +385,13 @@ def read_json_artifact(run_id: str, path: str) -> dict | None:
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
+
+
+def ui_app():
+    """The ASGI app `rotnet ui` serves (uvicorn factory, registered as the `mlflow.app` entry
+    point `rotnet`): MLflow's own, opening in its model-training view (`rotnet.ui_view`)."""
+    from mlflow.server.fastapi_app import app
+
+    from rotnet.ui_view import model_training_default
+
+    return model_training_default(app)
