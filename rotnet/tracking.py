@@ -387,11 +387,9 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
 
 
-def ui_app():
-    """The ASGI app `rotnet ui` serves (uvicorn factory, registered as the `mlflow.app` entry
-    point `rotnet`): MLflow's own, opening in its model-training view (`rotnet.ui_view`)."""
+
+def mlflow_ui_app():
+    """MLflow's own ASGI app, what `mlflow ui` serves (`rotnet.ui_view.ui_app` wraps it)."""
     from mlflow.server.fastapi_app import app
 
-    from rotnet.ui_view import model_training_default
-
-    return model_training_default(app)
+    return app

@@ -46,3 +46,11 @@ def model_training_default(app):
 
         await app(scope, receive, rewrite)
     return wrapped
+
+
+def ui_app():
+    """The ASGI app `rotnet ui` serves (a uvicorn factory, registered as the `mlflow.app` entry
+    point `rotnet`): MLflow's own, opening in its model-training view."""
+    from rotnet.tracking import mlflow_ui_app
+
+    return model_training_default(mlflow_ui_app())
