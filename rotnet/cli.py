@@ -386,7 +386,7 @@ def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0
     """Open the MLflow UI on the project's tracking store (in its model-training view).
 
     Example: `rotnet ui --port 5001`"""
-    from rotnet import tracking
+    from rotnet import tracking, ui_view
 
     uri = tracking.tracking_uri()
     base = f"http://{host}:{port}"
@@ -396,7 +396,7 @@ def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0
     tracking.record_ui_address(uri, base)  # where the reports written from now on link to
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                "--host", host, "--port", str(port), "--workers", str(ui_workers()),
-                               "--app-name", "rotnet"])  # opens in the model-training view
+                               *ui_view.server_options()])  # opens in the model-training view
 
 
 def ui_workers() -> int:

@@ -14,6 +14,7 @@ WORKFLOW_KEY = "mlflow.workflowType_v1"  # MLflow's key (name + "_v" + version) 
 DEFAULT_SCRIPT = ("<script>try{if(!localStorage.getItem('%s'))localStorage.setItem('%s',"
                   "'\"machine_learning\"')}catch(e){}</script>" % (WORKFLOW_KEY, WORKFLOW_KEY)).encode()
 PAGES = ("/", "/index.html")  # where the single-page app's HTML is served
+APP_NAME = "rotnet"  # pyproject.toml's `mlflow.app` entry point: `ui_app`
 
 
 def with_default_view(html: bytes) -> bytes:
@@ -54,3 +55,12 @@ def ui_app():
     from rotnet.tracking import mlflow_ui_app
 
     return model_training_default(mlflow_ui_app())
+
+
+def server_options() -> list[str]:
+    """The `mlflow ui` options that serve `ui_app`: none where this install does not register
+    the entry point yet (an install older than pyproject.toml: `make install` renews it)."""
+    from importlib.metadata import entry_points
+
+    registered = {e.name for e in entry_points(group="mlflow.app")}
+    return ["--app-name", APP_NAME] if APP_NAME in registered else []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 
-from rotnet.ui_view import WORKFLOW_KEY, model_training_default
+from rotnet.ui_view import WORKFLOW_KEY, model_training_default, server_options
 
 PAGE = b"<!doctype html><html><head><meta charset='utf-8'></head><body></body></html>"
 
@@ -48,3 +48,9 @@ def test_the_page_sets_the_model_training_default_before_the_app_runs():
 def test_other_responses_pass_through():
     _, body, asked = served("/ajax-api/2.0/mlflow/runs/search", b'{"runs": []}')
     assert gzip.decompress(body) == b'{"runs": []}' and (b"accept-encoding", b"gzip") in asked
+
+
+def test_rotnet_ui_serves_it_where_the_install_registers_it(monkeypatch):
+    assert server_options() == ["--app-name", "rotnet"]  # this checkout's install
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [])
+    assert server_options() == []  # an older install: MLflow's plain app, not an error
