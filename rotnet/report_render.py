@@ -108,7 +108,9 @@ def _header(title: str, data: ReportData, runs: list[Run], fingerprints: list[st
              f"- Precision: `{data.precision or 'not recorded'}`, part of every cell's "
              "fingerprint: runs of another precision never fill a cell (`rotnet report "
              "--precision` reports those)",
-             f"- MLflow tracking URI: `{data.tracking_uri}`",
+             f"- MLflow tracking URI: `{data.tracking_uri}`; in its UI's search box, "
+             "`run_id LIKE '<cited id>%'` finds a cited run, `tags.cell = '<cell key>'` a cell's "
+             "runs (keys in runs.json)",
              f"- {note}"]
     if data.dataset != PAPER_DATASET:
         lines.append("- The paper's numbers are for CIFAR-10: on this data set the "
@@ -225,7 +227,7 @@ def runs_json(data: ReportData, ui: str) -> str:
                 "experiment_id": run and run.experiment_id,
                 "url": run and run_url(run, ui), "best_value": run and run.best}
 
-    cells = [{"table": c.table, "row": c.row, "column": c.column, "paper": c.paper,
+    cells = [{"key": c.key, "table": c.table, "row": c.row, "column": c.column, "paper": c.paper,
               **spread_fields(c), "seed": r.seed, "fingerprint": r.fingerprint,
               "value": r.run and r.run.value, **run_fields(r.run)}
              for c in data.cells for r in c.replicates]
