@@ -149,15 +149,20 @@ def header(variant: str, baseline: str) -> list[str]:
 
 
 def rich_table(config: Config, rows: list[Row], variant: str, ui: str, baseline: str = BASELINE):
+    """The table for the terminal, transposed (a column per block, as few as a variant has),
+    with the Markdown's cells; runs as terminal hyperlinks."""
+    from rich import box
     from rich.table import Table
 
     from rotnet.report_render import run_url
 
-    table = Table(title=title(config, variant, baseline), caption=NOTE)
-    for i, name in enumerate(header(variant, baseline)):
-        table.add_column(name, justify="left" if i in LEFT else "right")
-    for row in rows:
-        table.add_row(*cells(row, lambda run, text: f"[link={run_url(run, ui)}]{text}[/link]"))
+    columns = [cells(row, lambda run, text: f"[link={run_url(run, ui)}]{text}[/link]") for row in rows]
+    table = Table(title=title(config, variant, baseline), caption=NOTE, box=box.SIMPLE_HEAD)
+    table.add_column(header(variant, baseline)[0])
+    for column in columns:
+        table.add_column(column[0], justify="right")
+    for i, name in enumerate(header(variant, baseline)[1:], 1):
+        table.add_row(name, *(column[i] for column in columns))
     return table
 
 
