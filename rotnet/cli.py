@@ -75,7 +75,7 @@ def pretrain(
 
     config = options.config({"pretrain.blocks": blocks, "pretrain.rotations": rotations,
                              "pretrain.width": width, "pretrain.optim.epochs": options.epochs})
-    with progress_hooks("pretrain") as hooks:
+    with progress_hooks(f"pretrain b{config.pretrain.blocks}-r{config.pretrain.rotations}") as hooks:
         result = experiments.pretrain(config, options.out, tracker=options.tracker(), hooks=hooks)
     report_result("rotation prediction:", result)
 
@@ -418,15 +418,22 @@ def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0
     """Open the MLflow UI on the project's tracking store (in its model-training view).
 
     Example: `rotnet ui --port 5001`"""
-    from rotnet import tracking
+    from rotnet import tracking, ui_view
 
     uri = tracking.tracking_uri()
     base = f"http://{host}:{port}"
     found = tracking.experiment_id()
     console.print(f"MLflow UI for {uri}: open "
                   f"{tracking.ui_link(base, found) if found else base}", soft_wrap=True)
+    tracking.record_ui_address(uri, base)  # where the reports written from now on link to
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", host, "--port", str(port)])
+                               "--host", host, "--port", str(port), "--workers", str(ui_workers()),
+                               *ui_view.server_options()])  # opens in the model-training view
+
+
+def ui_workers() -> int:
+    """The UI's server processes: MLflow's default 4 needs 4 cores; one per core, up to 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def main() -> None:

@@ -54,16 +54,16 @@ def load_dataset(config: Config) -> ImageData:
 
 
 def unique_run_name(base: str, tags: dict) -> str:
-    """`base` (method, block, variant) plus what else tells runs apart in the MLflow UI:
-    the snapshot epoch or label subset of a study run, the seed, and a fingerprint prefix
-    (different epochs, sizes, schedules), e.g. `nonlinear-block2-b4-r4-k100-s0-3fa2c1`."""
-    parts = [base]
+    """What tells sibling runs apart first (the MLflow UI truncates names): the snapshot
+    epoch or label subset of a study run, then `base` (variant, block, method), then the
+    seed, e.g. `k100-b4-r4-B2-conv-s0`; the tracker appends the run id's first 8 characters,
+    which the reports cite."""
+    parts = []
     if "snapshot_epoch" in tags:
         parts.append(f"ep{int(tags['snapshot_epoch']):03d}")
     if "subset_per_class" in tags:
         parts.append(f"k{tags['subset_per_class']}")
-    parts += [f"s{tags['seed']}", tags["fingerprint"][:6]]
-    return "-".join(parts)
+    return "-".join([*parts, base, f"s{tags['seed']}"])
 
 
 def _seeded(seed: int):
@@ -123,6 +123,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
                               runtime.world.is_main)
             if task.name == "pretrain":  # the backbone every probe reads, once, when final
                 tracker.log_artifact(files.checkpoint_in(out_dir))
+                log_network(tracker, task.model, data)
         except BaseException as err:
             tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
             raise
@@ -170,6 +171,14 @@ def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags
     if state:
         tracker.log_missing_epochs(state["history"])
     return run_id
+
+
+def log_network(tracker: Tracker, model: nn.Module, data: ImageData) -> None:
+    """The trained network as the run's MLflow model ("Logged models"), with the signature of
+    a normalised test image: what `mlflow.pytorch.load_model` gives back. Once per run, after
+    training."""
+    example = normalize(data.test_images[:1], data.mean, data.std).numpy()
+    tracker.log_model(model.cpu().float().eval(), example, name="rotnet")
 
 
 def log_training_data(tracker: Tracker, data: ImageData, config: Config,
@@ -244,7 +253,7 @@ def pretrain(config: Config, out_dir: str | Path | None = None, *, tracker: Trac
     variant = variant_name(p.blocks, p.rotations)
     out_dir = out_dir or output_root(config) / "pretrain" / variant
     return execute(Task("pretrain", model, rotations=rset, arch=arch), data, p.optim, config,
-                   out_dir=out_dir, run_name=f"pretrain-{variant}", hooks=hooks, tracker=tracker,
+                   out_dir=out_dir, run_name=f"{variant}-pretrain", hooks=hooks, tracker=tracker,
                    tags={"variant": variant, "blocks": p.blocks, "rotations": p.rotations,
                          "width": p.width}, model=protocol.rotnet_model(p),
                    snapshot_every=p.snapshot_every)
@@ -383,7 +392,7 @@ def probe(config: Config, backbone: Backbone, *, head: str = "nonlinear", block:
     model = protocol.classifier_model(head, block, finetune, config.probe.hidden, backbone.protocol,
                                       subset_per_class, config.finetune.backbone_lr_scale)
     return execute(task, data, optim, config, out_dir=out_dir, tracker=tracker, hooks=hooks,
-                   run_name=f"{method}-block{block}-{variant}", tags=tags, model=model,
+                   run_name=f"{variant}-B{block}-{method}", tags=tags, model=model,
                    train_indices=train_indices)
 
 

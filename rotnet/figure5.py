@@ -11,6 +11,7 @@ from rotnet.config import Config
 from rotnet.data import ImageData
 from rotnet.engine import Hooks
 from rotnet.errors import RotnetError
+from rotnet.registry import BASELINE, probe_blocks
 from rotnet.experiments import (Backbone, RunResult, load_backbone, load_dataset, output_root, probe,
                                 supervised)
 from rotnet.subsets import (covers_training_set, label_subset, read_label_subset, subset_path,
@@ -88,6 +89,21 @@ def snapshot_backbones(pretrain_dir: str | Path) -> list[Backbone]:
         raise RotnetError(f"no pretraining snapshots ({files.snapshot_name(1)}, ...) in "
                           f"{pretrain_dir}; pretrain with pretrain.snapshot_every > 0")
     return [load_backbone(snapshot) for snapshot in found]
+
+
+def probed_snapshot_epochs(config: Config, epochs: list[int]) -> list[int]:
+    """The snapshot epochs Figure 5a probes (every `snapshots.every`-th) that no other stage
+    probes: the last one is the fully pretrained baseline, whose probe on that block is
+    Table 1's (`probe@b4-r4`, the same fingerprint), trained once and reused by the report."""
+    final = config.pretrain.optim.epochs if config.snapshots.block in probe_blocks(BASELINE) else None
+    return [epoch for epoch in epochs if epoch % config.snapshots.every == 0 and epoch != final]
+
+
+def snapshots_to_probe(config: Config, pretrain_dir: str | Path) -> list[Backbone]:
+    """The snapshots of `probed_snapshot_epochs`, as backbones (all checked first)."""
+    snapshots = snapshot_backbones(pretrain_dir)
+    keep = set(probed_snapshot_epochs(config, [s.lineage["pretrain_epoch"] for s in snapshots]))
+    return [s for s in snapshots if s.lineage["pretrain_epoch"] in keep]
 
 
 def snapshot_probe(config: Config, snapshot: Backbone, *, out_dir: str | Path | None = None,

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rotnet.engine import Hooks
 
@@ -56,8 +55,10 @@ def plain_hooks(title: str, stream=None) -> Hooks:
 
 @contextmanager
 def rich_hooks(title: str, console: Console):
-    """Hooks that drive one Rich progress bar, updated every `runtime.log_every` steps."""
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    """Hooks that drive one Rich progress bar named `title` (the stage, or what the command
+    trains), updated every `runtime.log_every` steps; it counts epochs, not batches."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
                         TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                         TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
     state = {"task": None, "steps": 1, "last": ""}
@@ -66,16 +67,19 @@ def rich_hooks(title: str, console: Console):
         state["steps"] = steps
         if start_epoch:
             console.print(f"resuming {title} after epoch {start_epoch}/{epochs}")
+        # the bar moves per step (total: every step), the count says epochs
         state["task"] = progress.add_task(title, total=epochs * steps, completed=start_epoch * steps,
-                                          status="")
+                                          status="", epoch=start_epoch, epochs=epochs)
 
     def on_step(epoch: int, step: int, loss: float | None, rate: float) -> None:
-        status = f"epoch {epoch + 1} loss {loss:.3f} {rate:,.0f} img/s {state['last']}"
-        progress.update(state["task"], completed=epoch * state["steps"] + step, status=status)
+        status = f"loss {loss:.3f} {rate:,.0f} img/s {state['last']}"
+        progress.update(state["task"], completed=epoch * state["steps"] + step, status=status,
+                        epoch=epoch + 1)
 
     def on_epoch_end(metrics: dict) -> None:
         state["last"] = f"| test acc {metrics['test_acc']:.1f}%"
-        progress.update(state["task"], completed=metrics["epoch"] * state["steps"])
+        progress.update(state["task"], completed=metrics["epoch"] * state["steps"],
+                        epoch=metrics["epoch"])
 
     with progress:
         yield Hooks(on_start, on_step, on_epoch_end)

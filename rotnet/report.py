@@ -132,6 +132,13 @@ class Point:
     def fingerprint(self) -> str:
         return self.run.tags["fingerprint"]
 
+    @property
+    def key(self) -> str:
+        """What names the point in code: figure5a/epoch5, figure5b/conv/k100."""
+        if self.figure == "figure5a":  # both series of a snapshot come from one run
+            return f"figure5a/epoch{self.x:g}"
+        return f"figure5b/{'conv' if self.series == ROTNET_CONV else 'supervised'}/k{self.x:g}"
+
 
 @dataclass
 class ReportData:
@@ -336,6 +343,8 @@ def figure_points(config: Config, runs: list[Run], precision: str | None = None)
         except (KeyError, ValueError):
             continue
         points.append(Point("figure5a", SNAPSHOT_ROTATION, epoch, rotation, run))
+    if config.pretrain.optim.epochs not in snaps:
+        points += fully_pretrained_points(config, runs, precision)
     for series, want in ((ROTNET_CONV, {"method": "conv", "block": "2", "variant": BASELINE}),
                          (SUPERVISED, {"task": "supervised"})):
         def fingerprint_at(k: int, want=want) -> str | None:
@@ -346,6 +355,21 @@ def figure_points(config: Config, runs: list[Run], precision: str | None = None)
                                 **want).items():
             points.append(Point("figure5b", series, k, run.value, run))
     return points + whole_set_supervised_point(config, runs, precision)
+
+
+def fully_pretrained_points(config: Config, runs: list[Run], precision: str | None = None) -> list[Point]:
+    """Figure 5a's last snapshot, the fully pretrained baseline: its probe is Table 1's run
+    (the same fingerprint; `figure5.snapshots_to_probe` does not train it twice) and its
+    rotation accuracy the pretraining run's own."""
+    want = {"method": "nonlinear", "block": str(config.snapshots.block), "variant": BASELINE}
+    probe = latest(runs, figure5=None, fingerprint=expected_fingerprint(config, want, precision=precision),
+                   **want)
+    if probe is None:
+        return []
+    epoch = config.pretrain.optim.epochs
+    pretraining = next((r for r in runs if r.run_id == probe.tags.get("pretrain_run_id")), None)
+    return [Point("figure5a", SNAPSHOT_PROBE, epoch, probe.value, probe)] + (
+        [Point("figure5a", SNAPSHOT_ROTATION, epoch, pretraining.value, probe)] if pretraining else [])
 
 
 def whole_set_supervised_point(config: Config, runs: list[Run],

@@ -9,7 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from rotnet import claims, figures, protocol, tracking
+from rotnet import claims, figures, protocol, report_publish, tracking
+from rotnet.spread import MISSING, number_text
 from rotnet.files import atomic_write
 from rotnet.registry import BASELINE, BASELINE_ROTATIONS, ROTATION_SETS
 from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SNAPSHOT_ROTATION,
@@ -17,7 +18,6 @@ from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SN
 
 UI_ENV = "ROTNET_MLFLOW_UI"  # where links point: the MLflow UI serving the same store
 DEFAULT_UI = "http://127.0.0.1:5000"
-MISSING = "—"
 NOTE = ("Numbers: final-epoch top-1 test accuracy per image, in % (the authors' code kept "
         "the best test epoch instead; ours is in runs.json as best_value).")
 TABLE_NOTE = (" Paper: Gidaris et al., ICLR 2018. Ours: mean ± standard deviation over the "
@@ -30,29 +30,35 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 TABLE9_CELLS = ("table3/supervised", "table3/conv")  # the Table 3 rows Table 9 breaks down
 TITLES = {"table1": "Table 1: non-linear probe on each block of RotNets with 3, 4, 5 blocks",
           "table2": "Table 2: number of rotations (4-block RotNet, non-linear probe on block 2)",
-          "table3": "Table 3: CIFAR-10 classification (RotNet features vs supervised)"}
+          "table3": "Table 3: {dataset} classification (RotNet features vs supervised)",
+          "table9": "Table 9: per-class {dataset} test accuracy (supervised NIN vs RotNet + conv)"}
+
+
+def title(name: str, data: ReportData) -> str:
+    """A table's title, naming the data set its runs are on (the paper's: CIFAR-10)."""
+    return TITLES[name].format(dataset="CIFAR-10" if data.dataset == PAPER_DATASET else
+                               f"`{data.dataset}` (not CIFAR-10)")
 
 
 
 def ui_base(ui_url: str | None = None) -> str:
     """Where run links point: the given URL, $ROTNET_MLFLOW_UI, the tracking server itself
-    (an http(s) tracking URI serves the UI too), else what `rotnet ui` opens by default."""
-    server = tracking.tracking_uri()
-    if not server.startswith(("http://", "https://")):
-        server = None
-    return (ui_url or os.environ.get(UI_ENV) or server or DEFAULT_UI).rstrip("/")
+    (an http(s) tracking URI serves the UI too), where `rotnet ui` last served this store,
+    else where `rotnet ui` serves it by default."""
+    uri = tracking.tracking_uri()
+    server = uri if uri.startswith(("http://", "https://")) else None
+    return (ui_url or os.environ.get(UI_ENV) or server or tracking.recorded_ui_address(uri)
+            or DEFAULT_UI).rstrip("/")
 
 
 def run_url(run: Run, ui: str) -> str:
     return tracking.ui_link(ui, run.experiment_id, run.run_id)
 
 
-def _num(value: float | None, signed: bool = False) -> str:
-    return MISSING if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
-
 
 def _link(run: Run | None, ui: str) -> str:
-    return MISSING if run is None else f"[{run.run_id[:8]}]({run_url(run, ui)})"
+    # the end of the run's name (`tracking.Tracker.start`): what the UI's search box finds
+    return MISSING if run is None else f"[{run.run_id[:tracking.ID_PREFIX]}]({run_url(run, ui)})"
 
 
 def _links(cell: Cell, ui: str) -> str:
@@ -99,7 +105,9 @@ def _header(title: str, data: ReportData, runs: list[Run], fingerprints: list[st
              f"- Precision: `{data.precision or 'not recorded'}`, part of every cell's "
              "fingerprint: runs of another precision never fill a cell (`rotnet report "
              "--precision` reports those)",
-             f"- MLflow tracking URI: `{data.tracking_uri}`",
+             f"- MLflow tracking URI: `{data.tracking_uri}`; in its UI's search box, "
+             "`run_id LIKE '<cited id>%'` finds a cited run, `tags.cell = '<cell key>'` a cell's "
+             "runs (keys in runs.json)",
              f"- {note}"]
     if data.dataset != PAPER_DATASET:
         lines.append("- The paper's numbers are for CIFAR-10: on this data set the "
@@ -111,13 +119,13 @@ def _grid_text(cell: Cell | None, ui: str) -> str:
     if cell is None:  # a block this RotNet does not have
         return ""
     if cell.run is None:
-        return f"{MISSING} / {_num(cell.paper)}"
-    return f"{_ours(cell)} / {_num(cell.paper)} ({_num(cell.diff, True)}) {_links(cell, ui)}"
+        return f"{MISSING} / {number_text(cell.paper)}"
+    return f"{_ours(cell)} / {number_text(cell.paper)} ({number_text(cell.diff, True)}) {_links(cell, ui)}"
 
 
 def table_markdown(data: ReportData, name: str, ui: str) -> str:
     cells = data.table(name)
-    lines = _header(TITLES[name], data, [r for c in cells for r in c.runs], _fingerprints(cells),
+    lines = _header(title(name, data), data, [r for c in cells for r in c.runs], _fingerprints(cells),
                     NOTE + TABLE_NOTE)
     if name == "table1":  # the paper's grid: a row per RotNet, a column per block
         columns = sorted({c.column for c in cells})
@@ -130,8 +138,8 @@ def table_markdown(data: ReportData, name: str, ui: str) -> str:
     else:
         lines += ["| Method | Ours | Paper | Ours − paper | MLflow run per seed |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {c.row} | {_ours(c)} | {_num(c.paper)} | "
-                  f"{_num(c.diff, True)} | {_links(c, ui)} |" for c in cells]
+        lines += [f"| {c.row} | {_ours(c)} | {number_text(c.paper)} | "
+                  f"{number_text(c.diff, True)} | {_links(c, ui)} |" for c in cells]
     if name == "table3":
         lines += ["", "Prior work, as quoted in the paper (not reproduced here):", "",
                   "| Method | Paper |", "|---|---|"]
@@ -142,21 +150,26 @@ def table_markdown(data: ReportData, name: str, ui: str) -> str:
 def table9_markdown(data: ReportData, ui: str) -> str:
     """Table 9: per-class test accuracy of the Table 3 supervised NIN and RotNet + conv runs."""
     cells = [data.by_key(key) for key in TABLE9_CELLS]
-    lines = _header("Table 9: per-class CIFAR-10 test accuracy (supervised NIN vs RotNet + conv)",
-                    data, [r for c in cells for r in c.runs], _fingerprints(cells), NOTE + TABLE_NOTE)
+    lines = _header(title("table9", data), data, [r for c in cells for r in c.runs],
+                    _fingerprints(cells), NOTE + TABLE_NOTE)
     ours = [mean_per_class(c.runs) for c in cells]
     paper = [dict(zip(CIFAR10_CLASSES, PAPER["table9"][key.split("/")[1]])) for key in TABLE9_CELLS]
     found = set().union(*ours)  # the data set's classes; CIFAR-10's in its own order
     names = [n for n in CIFAR10_CLASSES if n in found] + sorted(found - set(CIFAR10_CLASSES))
-    lines += ["Each cell: ours (mean over the seeds) / paper (ours − paper). Runs: " +
-              "; ".join(f"{c.row} {_links(c, ui)}" for c in cells), "",
+    # The paper's numbers are CIFAR-10's classes: a data set without them shows ours only.
+    compared = not found or bool(found & set(CIFAR10_CLASSES))
+    runs = "; ".join(f"{c.row} {_links(c, ui)}" for c in cells)
+    lines += [("Each cell: ours (mean over the seeds) / paper (ours − paper). Runs: " if compared
+               else "Each cell: ours (mean over the seeds); the paper's per-class numbers are for "
+                    "CIFAR-10's classes, which this data set does not have. Runs: ") + runs, "",
               "| Class | " + " | ".join(c.row for c in cells) + " |", "|---|---|---|"]
     for name in names or CIFAR10_CLASSES:
         texts = []
         for values, references in zip(ours, paper):
             value, reference = values.get(name), references.get(name)
             diff = None if value is None or reference is None else value - reference
-            texts.append(f"{_num(value)} / {_num(reference)} ({_num(diff, True)})")
+            texts.append(f"{number_text(value)} / {number_text(reference)} ({number_text(diff, True)})" if compared
+                         else number_text(value))
         lines.append(f"| {name} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
 
@@ -186,7 +199,7 @@ def figures_markdown(data: ReportData, ui: str) -> str:
         if not points:
             lines += [f"No runs yet for this figure: {figure}.png has no points and says so.", ""]
         lines += [f"| Series | {xname} | Seed | Accuracy | MLflow run |", "|---|---|---|---|---|"]
-        lines += [f"| {p.series} | {p.x:g} | {p.run.tags.get('seed', '?')} | {_num(p.value)} | "
+        lines += [f"| {p.series} | {p.x:g} | {p.run.tags.get('seed', '?')} | {number_text(p.value)} | "
                   f"{_link(p.run, ui)} |" for p in points]
         if figure == "figure5a":
             lines.append(f"| supervised NIN (flat line, Table 3) | all | all | {_ours(supervised)} | "
@@ -211,7 +224,7 @@ def runs_json(data: ReportData, ui: str) -> str:
                 "experiment_id": run and run.experiment_id,
                 "url": run and run_url(run, ui), "best_value": run and run.best}
 
-    cells = [{"table": c.table, "row": c.row, "column": c.column, "paper": c.paper,
+    cells = [{"key": c.key, "table": c.table, "row": c.row, "column": c.column, "paper": c.paper,
               **spread_fields(c), "seed": r.seed, "fingerprint": r.fingerprint,
               "value": r.run and r.run.value, **run_fields(r.run)}
              for c in data.cells for r in c.replicates]
@@ -303,8 +316,9 @@ def write_if_changed(path: Path, content: bytes) -> bool:
 
 
 def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = None) -> list[Path]:
-    """Write tables 1-3 and 9, figures 5a/5b, figures.md, runs.json and claims.md of `data`
-    (see `collect`) into `out_dir`; returns all their paths (files whose bytes would not
+    """Write tables 1-3 and 9, figures 5a/5b, figures.md, runs.json, claims.md, the DVC
+    summary metrics.json and the comparison curves plots/*.csv of `data` (see `collect`)
+    into `out_dir`; returns all their paths (files whose bytes would not
     change are left untouched)."""
     ui = ui_base(ui_url)
     context = f"({data.dataset}, {data.profile})"
@@ -316,6 +330,8 @@ def write_report(out_dir: str | Path, data: ReportData, ui_url: str | None = Non
     files["figures.md"] = figures_markdown(data, ui).encode()
     files["runs.json"] = runs_json(data, ui).encode()
     files["claims.md"] = claims.runs_claims_markdown(data).encode()
+    files[report_publish.SUMMARY_FILE] = report_publish.summary_json(data).encode()
+    files.update(report_publish.comparison_files(data))
     out = Path(out_dir)
     for name, content in files.items():
         write_if_changed(out / name, content)

@@ -121,8 +121,9 @@ def _independent(terms: list[Term]) -> Estimate:
         p = acc.mean() / 100.0
         images = min(r.test_images for r in sample)
         value += weight * float(acc.mean())
-        # Not divided by the seeds: seeds that share a test set share its error.
-        var_test += weight ** 2 * 1e4 * p * (1 - p) / images
+        # Not divided by the seeds: seeds that share a test set share its error. A run that
+        # recorded no test-set size has an unknown error: nothing is decided on it.
+        var_test += weight ** 2 * 1e4 * p * (1 - p) / images if images > 0 else math.inf
         if len(acc) >= 2:
             seed_terms.append((weight ** 2 * float(acc.var(ddof=1)) / len(acc), len(acc) - 1))
     seeds = min(len(sample) for _, sample in terms)

@@ -57,3 +57,11 @@ def spread_of(values, test_images: int | None) -> Spread | None:
     """The spread of `values` (None for no runs)."""
     values = tuple(float(v) for v in values)
     return Spread(values, test_images) if values else None
+
+
+MISSING = "—"  # what every table prints for a value it does not have (not run, no paper value)
+
+
+def number_text(value: float | None, signed: bool = False) -> str:
+    """A table's number: 2 decimals ("+" on a difference), MISSING for None."""
+    return MISSING if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")

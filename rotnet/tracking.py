@@ -1,14 +1,10 @@
-"""MLflow tracking: the only module that imports mlflow.
-
-Runs go to a sqlite store at an absolute path (default `<project>/mlflow.db`, or
-`MLFLOW_TRACKING_URI`), so DVC's queued runs in temporary copies of the repo still log
-to the one store. The training loop never sees MLflow: experiments hand it hooks.
+"""MLflow tracking: the only module that imports mlflow (where the store is, and keeping it
+usable, is `rotnet.store`'s). The training loop never sees MLflow: experiments hand it hooks.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import logging
 import os
 import re
 import time
@@ -19,6 +15,9 @@ from pathlib import Path
 from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
 from rotnet.provenance import git_commit, project_root, source_name, source_tags  # noqa: F401
+from rotnet.store import (artifact_root, check_reachable, check_sqlite_file,  # noqa: F401
+                          record_ui_address, recorded_ui_address, relocate_artifacts, sqlite_path,
+                          store_lock, tracking_uri)
 
 EXPERIMENT = "rotnet"
 CLASS_METRIC_PREFIX = "test_acc_class_"  # + class name: a classifier's final per-class accuracy
@@ -51,22 +50,10 @@ def experiment_id(experiment: str = EXPERIMENT) -> str | None:
     return found.experiment_id if found is not None else None
 
 
-SQLITE = "sqlite:///"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The file of a local sqlite store's URI (None: another kind of store)."""
-    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
-
-
 def store_exists() -> bool:
     """False for a local sqlite store not made yet (any other store: True)."""
     path = sqlite_path(tracking_uri())
     return path is None or path.is_file()
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE}{project_root() / 'mlflow.db'}"
 
 
 def as_params(values: dict, prefix: str = "") -> dict[str, str]:
@@ -83,45 +70,17 @@ def _client():
     check_reachable(uri)  # fail in seconds, not after MLflow's minutes of HTTP retries
     check_sqlite_file(uri)
     mlflow.set_tracking_uri(uri)
-    with _store_lock(uri):
+    with store_lock(uri):
         # Opening a new sqlite store creates its tables; parallel workers (a DVC queue)
-        # doing that at once collide, so it happens under a file lock.
+        # doing that at once collide, so it happens under a file lock. A copied or moved
+        # project's store first points its artifacts at the folder beside it.
+        relocate_artifacts(uri)
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)
     return client
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def check_sqlite_file(uri: str) -> None:
-    """Refuse a sqlite URI naming a file that is not a database: MLflow would overwrite it."""
-    path = sqlite_path(uri)
-    if path is None:
-        return
-    if path.is_dir() or (path.is_file() and path.stat().st_size
-                         and path.read_bytes()[:len(SQLITE_HEADER)] != SQLITE_HEADER):
-        raise RotnetError(f"MLFLOW_TRACKING_URI names {path}, which is not an sqlite database; "
-                          "point it at a new or existing MLflow store")
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str):
-    """An exclusive lock beside a local sqlite store (no-op for other stores)."""
-    path = sqlite_path(uri)
-    if path is None:
-        yield
-        return
-    lock_path = path.with_suffix(".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
+ID_PREFIX = 8  # the characters of a run id a run's name ends in
 GROUP_TAG = "rotnet.group"  # a parent run's key: the group its nested runs belong to
 PARENT_TAG = "mlflow.parentRunId"  # what nests a run under another in the MLflow UI
 ATTEMPT_TAG = "rotnet.attempt"  # the start of a run that an output folder records first
@@ -191,7 +150,7 @@ class Tracker:
         return self._client
 
     def _experiment_id(self) -> str:
-        with _store_lock(tracking_uri()):  # two new runs must not both create the experiment
+        with store_lock(tracking_uri()):  # two new runs must not both create the experiment
             return self._get_or_create_experiment()
 
     def _get_or_create_experiment(self) -> str:
@@ -201,11 +160,8 @@ class Tracker:
             if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:  # made by an older rotnet
                 client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
             return found.experiment_id
-        uri = tracking_uri()
-        # Artifacts beside a local sqlite store, at an absolute path.
-        store = sqlite_path(uri)
-        artifacts = (store.parent / "mlartifacts").as_uri() if store else None
-        return client.create_experiment(self.experiment, artifact_location=artifacts,
+        # Artifacts beside a local sqlite store (kept there if the project moves).
+        return client.create_experiment(self.experiment, artifact_location=artifact_root(tracking_uri()),
                                         tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
     def start(self, run_name: str, params: dict[str, str], tags: dict[str, str],
@@ -226,6 +182,8 @@ class Tracker:
         all_tags = {"mlflow.runName": run_name, "git_commit": commit, **source_tags(commit), **tags}
         run = client.create_run(self._experiment_id(), run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
+        # The name ends in what the reports cite, so the UI's search box finds it by that.
+        client.update_run(self.run_id, name=f"{run_name}-{self.run_id[:ID_PREFIX]}")
         from mlflow.entities import Param
 
         items = [Param(k, v[:6000]) for k, v in params.items()]
@@ -239,7 +197,7 @@ class Tracker:
         client, experiment = self.client, self._experiment_id()
         if not re.fullmatch(r"[\w.:+-]+", group.key):
             raise RotnetError(f"invalid run group key {group.key!r}")
-        with _store_lock(tracking_uri()):
+        with store_lock(tracking_uri()):
             found = client.search_runs([experiment], f"tags.`{GROUP_TAG}` = '{group.key}'",
                                        max_results=1)
             if found:
@@ -250,9 +208,11 @@ class Tracker:
                     **self.tags, **{k: str(v) for k, v in group.tags.items()}, GROUP_TAG: group.key}
             return client.create_run(experiment, run_name=group.name, tags=tags).info.run_id
 
-    def gather(self, group: RunGroup, run_ids, artifact: str | Path | None = None) -> str:
+    def gather(self, group: RunGroup, run_ids, artifacts=(), metrics: dict | None = None,
+               artifacts_root: Path | None = None) -> str:
         """`group`'s parent run (found or created), with finished runs made elsewhere nested
-        under it (a run that has a parent keeps it) and `artifact` attached; returns its id."""
+        under it (a run that has a parent keeps it), `artifacts` (paths; in their folders
+        below `artifacts_root`, if given) attached and `metrics` logged; returns its id."""
         parent = self._open_group(group)
         for run_id in run_ids:
             try:
@@ -261,10 +221,48 @@ class Tracker:
                 continue
             if PARENT_TAG not in tags:
                 self.client.set_tag(run_id, PARENT_TAG, parent)
-        if artifact is not None:
-            self.client.log_artifact(parent, str(artifact))
+        for path in map(Path, artifacts):
+            folder = path.parent.relative_to(artifacts_root) if artifacts_root else Path(".")
+            self.client.log_artifact(parent, str(path), None if folder == Path(".") else str(folder))
+        if metrics:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.client.log_batch(parent, metrics=[Metric(k, float(v), now, 0)
+                                                   for k, v in metrics.items()])
         self.client.set_terminated(parent, status="FINISHED")
         return parent
+
+    def tag_run(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set `tags` on a run this tracker did not start (the cells a report fills)."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_model(self, module, input_example, name: str = "model") -> str | None:
+        """`module` (a torch nn.Module) as this run's MLflow model, with the signature of
+        `input_example` (a numpy batch) and its output: "Logged models" lists it and
+        `mlflow.pytorch.load_model(f"models:/{model_id}")` loads it back. Returns its id."""
+        import mlflow
+        import torch
+
+        with torch.no_grad():
+            output = module(torch.from_numpy(input_example)).numpy()
+        signature = mlflow.models.infer_signature(input_example, output)
+        self.client  # the store, connected (and its experiment made) as for every other call
+        mlflow.set_experiment(experiment_id=self._experiment_id())  # where the model is listed
+        quiet = logging.getLogger("mlflow.pytorch")
+        level, quiet.level = quiet.level, logging.ERROR  # its note on pickled modules
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Pickled (the class is rotnet.models'): loads back as the same nn.Module, and
+            # saves in a second, where torch.export ("pt2") takes half a minute.
+            info = mlflow.pytorch.log_model(
+                module, name=name, run_id=self.run_id, signature=signature,
+                input_example=input_example, serialization_format="pickle",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        quiet.setLevel(level)
+        return info.model_id
 
     def connect(self) -> None:
         """Reach the store now: a bad one is refused before any output is written."""
@@ -335,10 +333,9 @@ class Tracker:
         with warnings.catch_warnings():  # MLflow 3.17 registers its local source class twice
             warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
             dataset = mlflow.data.from_numpy(features, targets=targets, source=source, name=name)
-        # Under the store's lock: MLflow inserts a data set new to the experiment without
-        # looking again, so two stages logging the same images at once (seeds share the data)
-        # collide on its unique (experiment, name, digest) key.
-        with _store_lock(tracking_uri()):
+        # Stages side by side log the same data set (data.seed's): MLflow checks then inserts
+        # it, so two at once collide on its unique key; the store's lock makes them take turns.
+        with store_lock(tracking_uri()):
             self.client.log_inputs(self.run_id, datasets=[DatasetInput(
                 dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
@@ -383,8 +380,14 @@ class NullTracker(Tracker):
     def set_tags(self, tags) -> None:
         pass
 
-    def gather(self, group, run_ids, artifact=None) -> str:
+    def gather(self, group, run_ids, artifacts=(), metrics=None, artifacts_root=None) -> str:
         return ""
+
+    def tag_run(self, run_id, tags) -> None:
+        pass
+
+    def log_model(self, module, input_example, name="model") -> None:
+        return None
 
     def log_artifact(self, path, artifact_path=None) -> None:
         pass
@@ -443,25 +446,9 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in _client().get_metric_history(run_id, key)]
 
 
-REACHABILITY_TIMEOUT_S = 5.0
 
+def mlflow_ui_app():
+    """MLflow's own ASGI app, what `mlflow ui` serves (`rotnet.ui_view.ui_app` wraps it)."""
+    from mlflow.server.fastapi_app import app
 
-def check_reachable(uri: str | None = None, timeout: float = REACHABILITY_TIMEOUT_S) -> None:
-    """For an http(s) tracking URI, one short GET of `<uri>/health` before MLflow's client
-    (which retries a refused connection for minutes) is used; any HTTP answer counts as
-    reachable. Other URIs (sqlite, file) are not checked. Raises a one-line RotnetError."""
-    import urllib.error
-    import urllib.request
-
-    uri = uri or tracking_uri()
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            pass
-    except urllib.error.HTTPError:
-        return  # it answered (a proxy or an auth layer may not serve /health)
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise RotnetError(f"cannot reach the MLflow tracking server at {uri} ({reason}); "
-                          f"start it or fix MLFLOW_TRACKING_URI") from None
+    return app

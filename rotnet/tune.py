@@ -35,7 +35,8 @@ from rotnet.config import flatten as config_flatten
 from rotnet.errors import RotnetError
 from rotnet.provenance import project_root
 from rotnet.registry import variant_name
-from rotnet.tracking import SQLITE, Tracker, as_params, sqlite_path
+from rotnet.store import SQLITE_PREFIX, sqlite_path
+from rotnet.tracking import Tracker, as_params
 
 TARGETS = ("probe", "pretrain")
 TUNE_EXPERIMENT = "rotnet-tune"
@@ -68,7 +69,7 @@ def scaled_milestones(epochs: int) -> list[int]:
 def resolve_storage(storage: str | None) -> str:
     """An Optuna storage URL; sqlite paths (or a bare file path) made absolute."""
     if not storage:
-        return f"{SQLITE}{project_root() / 'optuna.db'}"
+        return f"{SQLITE_PREFIX}{project_root() / 'optuna.db'}"
     if "://" not in storage:
         path = Path(storage).expanduser().resolve()
     elif sqlite_path(storage) is not None:
@@ -78,7 +79,7 @@ def resolve_storage(storage: str | None) -> str:
         return storage  # postgresql://, mysql://: used as given
     if not path.parent.is_dir():
         raise RotnetError(f"the directory of the Optuna storage {path} does not exist")
-    return f"{SQLITE}{path}"
+    return f"{SQLITE_PREFIX}{path}"
 
 
 def search_space(target: str, epochs_range: tuple[int, int]) -> dict:

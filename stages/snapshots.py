@@ -1,6 +1,7 @@
-"""DVC stage `snapshots@<seed>` (one seed of `seeds`): a non-linear probe on every pretraining snapshot of the 4-block
-RotNet (Figure 5a). dvc.yaml passes the paths it declares: the pretraining folder, the
-run folder, the metrics folder."""
+"""DVC stage `snapshots@<seed>` (one seed of `seeds`): a non-linear probe on every sampled
+pretraining snapshot of the 4-block RotNet (Figure 5a) but the last, whose probe is Table
+1's. dvc.yaml passes the paths it declares: the pretraining folder, the run folder, the
+metrics folder."""
 
 from pathlib import Path
 
@@ -19,10 +20,8 @@ def main(seed, pretrain_dir, out, metrics):
     results = {}
     data = experiments.load_dataset(config)  # once for every snapshot
     with stage_outputs(out) as out_dir:
-        for snapshot in figure5.snapshot_backbones(pretrain_dir):
+        for snapshot in figure5.snapshots_to_probe(config, pretrain_dir):
             epoch = snapshot.lineage["pretrain_epoch"]
-            if epoch % config.snapshots.every:
-                continue  # snapshots are kept more often than Figure 5a samples them
             with progress_hooks(f"{stage} epoch {epoch}") as hooks:
                 results[f"epoch{epoch:03d}"] = figure5.snapshot_probe(
                     config, snapshot, out_dir=out_dir / pretrain_dir.name, tracker=tracker,

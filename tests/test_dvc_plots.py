@@ -1,6 +1,6 @@
-"""`dvc plots show`: the top-level charts in dvc.yaml read files that stages write, with
-columns those files have, through a template that exists; the offline page carries the
-vega libraries inline and no CDN script tags."""
+"""`dvc plots show`: the top-level charts in dvc.yaml read files that stages write (the
+report's comparison curves, every seed), with columns those files have, through a template
+that exists; the offline page carries the vega libraries inline and no CDN script tags."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ from dvc_render.html import HTML
 from dvc_render.vega import VegaRenderer
 
 from helpers import ROOT, cli_env, copy_project, run_command
-from rotnet import offline_plots
+from rotnet import offline_plots, report_publish
 from rotnet.errors import RotnetError
-from rotnet.stage_io import HISTORY_COLUMNS
 
 ROTATION_SETS = ("b4-r2", "b4-r2-perp", "b4-r4", "b4-r8")
 
@@ -28,39 +27,43 @@ def top_level_plots() -> dict[str, dict]:
     return {name: spec for entry in doc["plots"] for name, spec in entry.items()}
 
 
-def stage_plot_files() -> set[str]:
-    """Every plot file a stage of dvc.yaml declares, as DVC resolves matrix and foreach."""
+def stage_output_files() -> set[str]:
+    """Every output a stage of dvc.yaml declares, as DVC resolves matrix and foreach."""
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
-        return {out.def_path for stage in repo.index.stages for out in stage.outs if out.plot}
+        return {out.def_path for stage in repo.index.stages for out in stage.outs}
 
 
 def test_top_level_plots_read_files_the_stages_write():
-    written = stage_plot_files()
+    written = stage_output_files()
     charts = top_level_plots()
     assert charts, "dvc.yaml has no top-level plots"
     for name, spec in charts.items():
-        # a plot file, or one in a folder a stage declares as plots (probe: block<N>.csv)
+        # a file, or one in a folder a stage declares (the report's reports/plots)
         missing = {y for y in spec["y"] if not any(y == w or y.startswith(w + "/") for w in written)}
         assert not missing, f"plot {name!r} reads files no stage writes: {sorted(missing)}"
 
 
-def test_one_chart_per_comparison():
+def test_one_chart_per_comparison_first_and_from_the_report():
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     charts = {name: set(spec["y"]) for name, spec in top_level_plots().items()}
-    assert charts["rotation-sets-pretraining"] == {f"plots/pretrain/{v}-s0.csv" for v in ROTATION_SETS}
-    assert charts["rotation-sets-probe"] == {f"plots/probe/{v}-s0/block2.csv" for v in ROTATION_SETS}
-    assert charts["blocks"] == {f"plots/probe/b5-r4-s0/block{b}.csv" for b in range(1, 6)}
+    assert list(charts) == list(report_publish.COMPARISONS)  # in the report's order
+    assert charts == {name: {f"reports/plots/{name}.csv"} for name in report_publish.COMPARISONS}
+    # the report stage writes them; no single-stage chart is listed before them
+    assert any("reports/plots" in out for out in doc["stages"]["report"]["outs"])
 
 
 def test_plot_columns_and_template_exist():
+    columns = set(report_publish.CURVE_COLUMNS)
     for name, spec in top_level_plots().items():
-        assert spec["x"] in HISTORY_COLUMNS, name
-        assert set(spec["y"].values()) <= set(HISTORY_COLUMNS), name
+        assert spec["x"] in columns, name
+        assert set(spec["y"].values()) <= columns, name
         template = json.loads((ROOT / ".dvc" / "plots" / f"{spec['template']}.json").read_text())
         assert "<DVC_METRIC_DATA>" in json.dumps(template)
         assert template["encoding"]["y"]["scale"]["domain"] == [0, 100]  # no noise blown up
-        assert template["encoding"]["color"]["field"] == "filename"  # one colour per variant
+        # one colour per variant (or block) and seed: every seed's curve, told apart
+        assert template["encoding"]["color"]["field"] == "series"
 
 
 def test_the_offline_page_drops_dvcs_cdn_scripts():
@@ -110,8 +113,8 @@ def test_make_plots_renders_in_a_browser_without_network(tmp_path):
     charts = top_level_plots()
     for spec in charts.values():  # three epochs of made-up curves in every file they read
         for name in spec["y"]:
-            rows = [",".join(HISTORY_COLUMNS)] + [f"{e},1.0,50.0,{40 + 10 * e},0.1,100.0"
-                                                  for e in (1, 2, 3)]
+            rows = ["epoch,test_acc,series"] + [f"{e},{40 + 10 * e + s},b4-r{r} s{s}"
+                                                for e in (1, 2, 3) for r in (4, 8) for s in (0, 1)]
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             (project / name).write_text("\n".join(rows) + "\n")
     run_command([sys.executable, "-m", "rotnet.offline_plots"], project, env, timeout=600)

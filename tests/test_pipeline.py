@@ -53,13 +53,26 @@ def test_smoke_pipeline_end_to_end(project):
              "    assert r.data.tags['profile'] == 'smoke'\n")
     run([sys.executable, "-c", check, *run_ids], dest, env)
 
-    # DVC metrics are readable: one file per run, all with the same keys, no run ids, and
-    # no warning about the ablation stage's metrics, which only `rotnet ablate` makes.
+    # DVC metrics: the report's summary only, one short key per cell, no warning about the
+    # per-run files or the ablation stage's, which only `rotnet ablate` makes.
     shown = run(["dvc", "metrics", "show", "--json"], dest, env)
     assert "failed to load" not in shown.stderr, shown.stderr
     files = json.loads(shown.stdout)[""]["data"]
-    assert {"metrics/snapshots/s0/epoch001.json", "metrics/semisup/5-s0/supervised.json"} <= set(files)
-    assert {tuple(sorted(f["data"])) for f in files.values()} == {tuple(sorted(RUN_METRICS))}
+    assert set(files) == {"reports/metrics.json"}
+    summary = files["reports/metrics.json"]["data"]
+    assert set(summary) == {"table1", "table2", "table3"} and "B2" in summary["table1"]["b4"]
+    assert {tuple(sorted(json.loads(p.read_text()))) for p in (dest / "metrics").rglob("*.json")} == \
+        {tuple(sorted(RUN_METRICS))}  # the per-run files, as the report stage reads them
+
+    # Each probe is trained once: no two finished probe runs share a fingerprint (Figure 5a's
+    # last snapshot is Table 1's b4-r4 block-2 run).
+    check_once = ("import collections, mlflow\n"
+                  "c = mlflow.tracking.MlflowClient()\n"
+                  "e = c.get_experiment_by_name('rotnet')\n"
+                  "runs = c.search_runs([e.experiment_id], \"tags.task = 'probe'\", max_results=1000)\n"
+                  "twice = [f for f, n in collections.Counter(r.data.tags['fingerprint'] for r in runs).items() if n > 1]\n"
+                  "assert runs and not twice, twice\n")
+    run([sys.executable, "-c", check_once], dest, env)
 
     # A second repro is a no-op.
     again = run(["dvc", "repro"], dest, env)

@@ -28,19 +28,14 @@ def test_off_a_terminal_a_run_prints_one_line_per_epoch(tmp_path, make_config, t
 
 
 def test_on_a_terminal_it_is_a_rich_bar_updated_per_step():
-    """The bar's count follows the steps (epoch × steps + step) and its status line carries
-    the step's loss and speed and the last epoch's test accuracy."""
-    stream = io.StringIO()
-    console = Console(file=stream, force_terminal=True, width=200, color_system=None)
-    with progress_hooks("pretrain b4-r4", console) as hooks:
-        hooks.on_start(0, 2, 5)
-        hooks.on_step(0, 5, 1.2345, 321.0)
-        hooks.on_epoch_end({"epoch": 1, "test_acc": 42.25})
-        hooks.on_step(1, 2, 0.9876, 400.0)
-    text = stream.getvalue()
-    assert "pretrain b4-r4" in text
-    assert "7/10" in text  # 1 epoch of 5 steps + 2 steps, of 2 × 5
-    assert "epoch 2 loss 0.988 400 img/s | test acc 42.2%" in text
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    with progress_hooks("probe@b4-r8-1 block2", console) as hooks:
+        assert hooks.on_step is not None
+        hooks.on_start(0, 10, 500)
+        hooks.on_step(2, 250, 1.25, 900.0)  # half-way through the third epoch
+    shown = console.file.getvalue()
+    assert "probe@b4-r8-1 block2" in shown  # the bar names the stage
+    assert "epoch 3/10" in shown and "/5000" not in shown  # it counts epochs, not batches
     assert plain_hooks("pretrain", io.StringIO()).on_step is None  # plain: per epoch only
 
 

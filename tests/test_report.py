@@ -118,10 +118,11 @@ def cell(store, table, row, column="accuracy"):
 
 
 def test_writes_every_file(store):
-    names = sorted(p.name for p in store["paths"])
+    names = sorted(str(p.relative_to(store["out"])) for p in store["paths"])
     assert names == sorted(["table1.md", "table2.md", "table3.md", "table9.md", "figure5a.png",
-                            "figure5b.png",
-                            "figures.md", "runs.json", "claims.md"])
+                            "figure5b.png", "figures.md", "runs.json", "claims.md",
+                            "metrics.json", "plots/rotation-sets-pretraining.csv",
+                            "plots/rotation-sets-probe.csv", "plots/blocks.csv"])
     assert all(p.is_file() for p in store["paths"])
 
 
@@ -314,3 +315,21 @@ def test_the_whole_training_set_supervised_run_is_the_figure5b_point(store):
     (point,) = report.whole_set_supervised_point(paper, [run(50_000)])
     assert (point.figure, point.series, point.x, point.value) == ("figure5b", "supervised NIN", 5000, 92.0)
     assert report.whole_set_supervised_point(paper, [run(1_600)]) == []  # 160 per class: no K
+
+
+def test_tables_on_another_data_set_say_so_and_table9_shows_ours_only():
+    """On the generated set the titles do not claim CIFAR-10, and Table 9 (whose paper
+    numbers are CIFAR-10's classes) shows our per-class accuracy, not a column of "— (—)"."""
+    run = report.Run("r" * 32, "1", "n", 0, {"seed": "0"}, 80.0, 80.0,
+                     (("house", 70.0), ("tree", 90.0)))
+    cells = [report.Cell(table, row, column, paper,
+                         (report.Replicate(0, "f", run if key in ("table3/supervised", "table3/conv") else None),),
+                         key) for key, table, row, column, paper, _ in report.table_specs()]
+    data = report.ReportData("quick", "generated", "sqlite:///x", cells, [])
+    table3 = report_render.table_markdown(data, "table3", "http://ui")
+    table9 = report_render.table9_markdown(data, "http://ui")
+    assert table3.startswith("# Table 3: `generated` (not CIFAR-10) classification")
+    assert table9.startswith("# Table 9: per-class `generated` (not CIFAR-10) test accuracy")
+    assert "| house | 70.00 | 70.00 |" in table9 and "(—)" not in table9
+    cifar = report.ReportData("paper", "cifar10", "sqlite:///x", cells, [])
+    assert report_render.table_markdown(cifar, "table3", "http://ui").startswith("# Table 3: CIFAR-10")
