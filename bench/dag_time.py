@@ -1,10 +1,11 @@
 """Where the wall time of `dvc repro` goes, stage by stage.
 
-    python bench/dag_time.py [--jobs N] [-- extra dvc repro arguments]
+    python bench/dag_time.py [--jobs N] [--cold]
 
-Runs `dvc repro` (in the current directory, with its params.yaml), or with `--jobs N`
-`rotnet repro --jobs N` (independent stages side by side), stamps the moment each stage
-starts and prints its last line, then reads the MLflow runs each stage made (tag `stage`)
+Runs `rotnet repro --jobs N` in the current directory, with its params.yaml (independent
+stages side by side; each stage started warm, in a fork of a server that imported torch and
+MLflow once, or with `--cold` in a process of its own as plain `dvc repro` starts it),
+stamps the moment each stage starts and prints its last line, then reads the MLflow runs each stage made (tag `stage`)
 and splits every stage's wall time into training (the epochs' train + test seconds, from
 the runs' metrics) and the fixed rest: process start and imports, data loading, MLflow
 connection, checkpoint/metric writes, DVC's bookkeeping. Prints one row per stage and the
@@ -19,70 +20,71 @@ import subprocess
 import sys
 import time
 
-STAGE_LINE = re.compile(r"Running stage '([^']+)'")
-PREFIX = re.compile(r"^\[([^\]]+)\] ")  # `rotnet repro` prefixes each line with its stage
+STAGE_LINE = re.compile(r"^\[([^\]]+)\] Running stage ")
+# `rotnet repro`'s last line per stage: its wall from DVC's start to its exit
+STAGE_END = re.compile(r"^\[([^\]]+)\] (?:finished|failed) in ([0-9.]+) s$")
 
 
 def timed_repro(command: list[str]) -> tuple[dict[str, float], float]:
-    """Wall seconds per stage and the whole run's. A stage runs from its `Running stage`
-    line to its last prefixed line (`rotnet repro`) or to the next stage's start (`dvc repro`)."""
-    starts: dict[str, float] = {}
-    ends: dict[str, float] = {}
-    current = None
+    """Wall seconds of each stage that ran (unchanged ones are skipped) and of the whole."""
+    ran: set[str] = set()
+    walls: dict[str, float] = {}
     begin = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc:
         for line in proc.stdout:
             sys.stdout.write(line)
-            now = time.perf_counter()
-            match = STAGE_LINE.search(line)
-            if match:
-                if current and not PREFIX.match(line):
-                    ends[current] = now
-                current = match.group(1)
-                starts[current] = now
-            prefixed = PREFIX.match(line)
-            if prefixed and prefixed.group(1) in starts:
-                ends[prefixed.group(1)] = now
-    end = time.perf_counter()
+            if match := STAGE_LINE.match(line):
+                ran.add(match.group(1))
+            elif (match := STAGE_END.match(line.rstrip("\n"))) and match.group(1) in ran:
+                walls[match.group(1)] = float(match.group(2))
+    total = time.perf_counter() - begin
     if proc.returncode:
         sys.exit(f"{' '.join(command)} failed with exit code {proc.returncode}")
-    return {name: ends.get(name, end) - start for name, start in starts.items()}, end - begin
+    return walls, total
 
 
-def training_seconds(stage: str) -> tuple[float, int]:
-    """Sum of the epochs' train + test seconds over the finished runs of `stage`."""
+def run_seconds(stage: str) -> tuple[float, float, int]:
+    """The epochs' training and evaluation seconds summed over the finished runs of `stage`,
+    and how many runs that is."""
     from rotnet import tracking
 
-    seconds, runs = 0.0, 0
+    train, test, runs = 0.0, 0.0, 0
     for run in tracking.search_runs(f"tags.stage = '{stage}' and attributes.status = 'FINISHED'"):
         runs += 1
-        for key in ("epoch_seconds", "eval_seconds"):
-            seconds += sum(value for _, value in tracking.metric_history(run.info.run_id, key))
-    return seconds, runs
+        train += sum(value for _, value in tracking.metric_history(run.info.run_id, "epoch_seconds"))
+        test += sum(value for _, value in tracking.metric_history(run.info.run_id, "eval_seconds"))
+    return train, test, runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="run through `rotnet repro --jobs N` (default: plain `dvc repro`)")
-    parser.add_argument("repro_args", nargs="*", help="passed on to dvc repro (after --)")
+    parser.add_argument("--jobs", type=int, default=2, help="stages side by side (default 2)")
+    parser.add_argument("--cold", action="store_true",
+                        help="every stage imports torch and MLflow itself (as plain `dvc repro`)")
     args = parser.parse_args()
-    command = (["rotnet", "repro", "--jobs", str(args.jobs)] if args.jobs > 1
-               else ["dvc", "repro", *args.repro_args])
+    command = ["rotnet", "repro", "--jobs", str(args.jobs), "--cold" if args.cold else "--warm"]
     walls, total = timed_repro(command)
-    print(f"\n{'stage':<34}{'wall s':>9}{'train s':>9}{'fixed s':>9}{'runs':>6}")
-    fixed_total, train_total = 0.0, 0.0
+    print(f"\n{'stage':<34}{'wall s':>8}{'train s':>9}{'eval s':>8}{'fixed s':>9}{'runs':>6}")
+    sums = {"wall": 0.0, "train": 0.0, "eval": 0.0, "fixed": 0.0}
+    fixed_by_stage = {}
     for stage, wall in walls.items():
-        train, runs = training_seconds(stage)
-        fixed = max(0.0, wall - train)
-        fixed_total += fixed
-        train_total += train
-        print(f"{stage:<34}{wall:>9.1f}{train:>9.1f}{fixed:>9.1f}{runs:>6}")
-    print(f"{'TOTAL (wall)':<34}{total:>9.1f}{train_total:>9.1f}{fixed_total:>9.1f}")
-    print(f"{len(walls)} stages, {args.jobs} at a time; fixed costs {fixed_total / max(1, len(walls)):.1f} s "
-          f"per stage on average, {100 * fixed_total / (fixed_total + train_total):.1f} % of the "
-          f"stages' summed time")
+        train, test, runs = run_seconds(stage)
+        # A stage without epochs (data, subsets, attention, report) is all "fixed".
+        fixed = fixed_by_stage[stage] = max(0.0, wall - train - test)
+        for key, value in (("wall", wall), ("train", train), ("eval", test), ("fixed", fixed)):
+            sums[key] += value
+        print(f"{stage:<34}{wall:>8.1f}{train:>9.1f}{test:>8.1f}{fixed:>9.1f}{runs:>6}")
+    print(f"{'sum over stages':<34}{sums['wall']:>8.1f}{sums['train']:>9.1f}{sums['eval']:>8.1f}"
+          f"{sums['fixed']:>9.1f}")
+    count = max(1, len(walls))
+    worst = max(fixed_by_stage, key=fixed_by_stage.get, default="-")
+    print(f"whole run {total:.1f} s; {len(walls)} stages, {args.jobs} at a time, "
+          f"{'cold' if args.cold else 'warm'}")
+    print(f"fixed cost per stage: mean {sums['fixed'] / count:.1f} s, most "
+          f"{fixed_by_stage.get(worst, 0):.1f} s ({worst})")
+    print(f"evaluation {100 * sums['eval'] / max(sums['wall'], 1e-9):.1f} % and fixed costs "
+          f"{100 * sums['fixed'] / max(sums['wall'], 1e-9):.1f} % of the stages' summed time")
 
 
 if __name__ == "__main__":

@@ -398,6 +398,9 @@ def repro(
                              "each gets cores/jobs threads (all where it runs alone)."),
     dvcfile: str = typer.Option("dvc.yaml", "--file", help="The pipeline file (in the current "
                                 "directory)."),
+    warm: bool = typer.Option(True, "--warm/--cold", help="Run each stage in a fork of a "
+                              "server that imported torch and MLflow once (--cold: every stage "
+                              "imports them itself, as plain `dvc repro`)."),
 ):
     """`dvc repro` with independent stages run side by side, each still through DVC (an
     unchanged stage is skipped, every result recorded in dvc.lock).
@@ -407,7 +410,7 @@ def repro(
 
     if not Path(dvcfile).is_file():
         raise RotnetError(f"--file {dvcfile}: no such pipeline file here (run from the project root)")
-    failed = parallel.reproduce(dvcfile, jobs, echo=console.print)
+    failed = parallel.reproduce(dvcfile, jobs, echo=console.print, warm=warm)
     if failed:
         console.print(f"[red]failed:[/] {', '.join(failed)} (rerun to resume)")
         raise typer.Exit(1)

@@ -16,12 +16,16 @@ fraction of the chip run side by side.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable
+
+from rotnet.warm import warm_server
 
 # DVC of this interpreter: found even where its bin/ is not on PATH (e.g. `.venv/bin/rotnet`)
 DVC = [sys.executable, "-m", "dvc"]
@@ -84,27 +88,39 @@ def stage_environment(width: int, cores: int | None = None) -> dict[str, str]:
 _print_lock = threading.Lock()
 
 
-def dvc_stage_runner(dvcfile: str = "dvc.yaml") -> Callable[[str, int], int]:
+def dvc_stage_runner(dvcfile: str = "dvc.yaml",
+                     extra_env: dict[str, str] | None = None) -> Callable[[str, int], int]:
     """A `run` for `schedule`: one stage through `dvc repro --single-item`, waiting while
-    another process holds DVC's lock, its output prefixed with the stage name."""
+    another process holds DVC's lock, its output prefixed with the stage name; `extra_env`
+    (e.g. the warm server's address) goes into its environment."""
 
     def run(stage: str, width: int) -> int:
-        env = stage_environment(width)
+        env = {**stage_environment(width), **(extra_env or {})}
         target = stage if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage}"
         command = [*DVC, "--wait-for-lock", "repro", "--single-item", target]
+        start = time.perf_counter()
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) as proc:
             for line in proc.stdout:
                 with _print_lock:
                     print(f"[{stage}] {line}", end="", flush=True)
+        seconds = time.perf_counter() - start  # DVC's start and bookkeeping included
+        with _print_lock:
+            print(f"[{stage}] {'finished' if proc.returncode == 0 else 'failed'} in "
+                  f"{seconds:.1f} s", flush=True)
         return proc.returncode
 
     return run
 
 
-def reproduce(dvcfile: str, jobs: int, echo: Callable[[str], object] = print) -> list[str]:
-    """Every stage of `dvcfile` through DVC, `jobs` at a time; returns the failed stages."""
+def reproduce(dvcfile: str, jobs: int, echo: Callable[[str], object] = print,
+              warm: bool = True) -> list[str]:
+    """Every stage of `dvcfile` through DVC, `jobs` at a time; returns the failed stages.
+    `warm`: each stage runs in a fork of a server that has imported torch and MLflow once
+    (`rotnet.warm`), instead of importing them itself."""
     graph = stage_graph(dvcfile)
     echo(f"{len(graph)} stages, up to {jobs} at a time, each with its share of the CPU cores "
-         f"({stage_environment(jobs)['OMP_NUM_THREADS']} thread(s); all where it runs alone)")
-    return schedule(graph, jobs, dvc_stage_runner(dvcfile))
+         f"({stage_environment(jobs)['OMP_NUM_THREADS']} thread(s); all where it runs alone)"
+         + ("; started warm" if warm else ""))
+    with warm_server() if warm else contextlib.nullcontext({}) as server_env:
+        return schedule(graph, jobs, dvc_stage_runner(dvcfile, server_env))

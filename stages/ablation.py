@@ -2,6 +2,10 @@
 pretraining, then the non-linear probe on every block, once per seed of params' `seeds`.
 ablation/dvc.yaml passes the paths it declares: the run folder, the metrics folder."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 from pathlib import Path
 
 from rotnet import experiments, files

@@ -5,6 +5,10 @@ measures and figures also go on both networks' MLflow runs. dvc.yaml passes the 
 declares: the pretraining folder, the supervised run's folder, the report folder, the
 metrics file."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 import json
 from pathlib import Path
 

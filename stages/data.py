@@ -1,6 +1,10 @@
 """DVC stage `data`: fetch (CIFAR-10, checksummed) or generate the data set once, and
 record what it is, so every later stage reruns when the data change."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 import json
 
 from rotnet.files import atomic_write_text

@@ -2,6 +2,10 @@
 with one seed of `seeds`. dvc.yaml passes the paths it declares: the run folder, the
 metrics file, the plot file."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 from rotnet import experiments
 from rotnet.progress import progress_hooks
 from rotnet.registry import stage_name

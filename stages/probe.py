@@ -3,6 +3,10 @@ probes of that variant (Tables 1 and 2), one MLflow run per block, with one seed
 dvc.yaml passes the paths it declares: the pretraining folder, the run folder, the metrics
 folder and the plot folder (block<N>.json, block<N>.csv)."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 from pathlib import Path
 
 from rotnet import experiments, files

@@ -2,6 +2,10 @@
 with the summary metrics and comparison curves DVC shows; the runs are tagged with the
 cells they fill and the files logged to the report's MLflow run."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 from rotnet.report import collect
 from rotnet.report_publish import publish
 from rotnet.report_render import write_report

@@ -4,6 +4,10 @@ Where the subset is the whole training set the supervised point is `table3@super
 dvc.yaml passes the paths it declares: the subsets folder, the pretraining folder, the run
 folder, the metrics folder."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 from pathlib import Path
 
 from rotnet import experiments, figure5, files

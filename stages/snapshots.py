@@ -3,6 +3,10 @@ pretraining snapshot of the 4-block RotNet (Figure 5a) but the last, whose probe
 1's. dvc.yaml passes the paths it declares: the pretraining folder, the run folder, the
 metrics folder."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 from pathlib import Path
 
 from rotnet import experiments, figure5

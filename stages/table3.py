@@ -6,6 +6,10 @@ statistics calibrated on training images (`random-conv`) or as initialised
 dvc.yaml passes the paths it declares: the pretraining folder, the run folder, the metrics
 file, the plot file."""
 
+from rotnet.warm import hand_over
+
+hand_over(__file__)  # under `rotnet repro` the stage runs in a fork of its warm server; this process exits here (rotnet/warm.py)
+
 from pathlib import Path
 
 from rotnet import experiments, files
