@@ -41,19 +41,18 @@ def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: st
     MLFLOW_TRACKING_URI for the whole module): tags with the fingerprint `config` implies,
     test_acc per epoch, then a final status."""
     time.sleep(0.005)  # distinct start times (milliseconds), so "most recent" is well defined
-    tracker = Tracker()
     config = config or protocol(profile)
     all_tags = {"dataset": DATASET, "profile": profile, "seed": "0", **runtime,
                 "fingerprint": fingerprint(tags, config), **tags}
-    run_id = tracker.start(f"test-{tags.get('task')}", {}, {k: str(v) for k, v in all_tags.items()})
+    run = Tracker().start(f"test-{tags.get('task')}", {}, {k: str(v) for k, v in all_tags.items()})
     for epoch, acc in enumerate(accs, 1):
-        tracker.log_metrics({"test_acc": acc}, step=epoch)
-    tracker.log_metrics({"best_test_acc": max(accs)}, step=1 + accs.index(max(accs)))
+        run.log_metrics({"test_acc": acc}, step=epoch)
+    run.log_metrics({"best_test_acc": max(accs)}, step=1 + accs.index(max(accs)))
     if per_class:  # as experiments log them: once, at the final epoch
-        tracker.log_metrics({tracking.class_metric(k): v for k, v in per_class.items()},
-                            step=len(accs))
-    tracker.finish(status)
-    return run_id
+        run.log_metrics({tracking.class_metric(k): v for k, v in per_class.items()},
+                        step=len(accs))
+    run.finish(status)
+    return run.run_id
 
 
 def probe_tags(variant: str, block: int, method: str = "nonlinear", **extra) -> dict:

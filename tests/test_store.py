@@ -20,11 +20,10 @@ def logged_run(tmp_path: Path) -> str:
     """A finished run with one JSON artifact in the store MLFLOW_TRACKING_URI names."""
     note = tmp_path / "note.json"
     note.write_text('{"where": "original"}')
-    tracker = Tracker()
-    run_id = tracker.start("note", {}, {})
-    tracker.log_artifact(note)
-    tracker.finish()
-    return run_id
+    run = Tracker().start("note", {}, {})
+    run.log_artifact(note)
+    run.finish()
+    return run.run_id
 
 
 def test_a_copied_project_writes_its_artifacts_inside_itself(tmp_path, monkeypatch, tiny_data):
