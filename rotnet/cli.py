@@ -20,8 +20,7 @@ from rotnet.cli_options import (PAPER_PROFILE, RunOptions, checkpoint_file, choi
                                 out_option, run_options)
 from rotnet.config import DATASETS, PRECISIONS, PROFILES
 from rotnet.errors import RotnetError
-from rotnet.protocol import RANDOM_VARIANTS
-from rotnet.registry import BLOCK_CHOICES, HEADS, ROTATION_SETS, rotation_set_help
+from rotnet.registry import BLOCK_CHOICES, HEADS, RANDOM_BACKBONES, ROTATION_SETS, rotation_set_help
 from rotnet.tune import TARGETS as TUNE_TARGETS
 
 REPORTED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what it resolves to
@@ -83,31 +82,33 @@ def pretrain(
 @app.command()
 @run_options()
 def probe(
-    checkpoint: Path = typer.Argument(..., help="A pretraining checkpoint.pt, or 'random' for a "
-                                      "randomly initialised backbone (BatchNorm statistics "
-                                      "calibrated on training images), 'random-initial-bn' for "
-                                      "one with BatchNorm as initialised.", callback=checkpoint_file),
+    checkpoint: Path = typer.Argument(..., help="A pretraining checkpoint.pt, or a random "
+                                      f"backbone: '{RANDOM_BACKBONES[True]}' (a seeded random NIN, "
+                                      "BatchNorm statistics calibrated on training images) or "
+                                      f"'{RANDOM_BACKBONES[False]}' (BatchNorm as initialised).",
+                                      callback=checkpoint_file),
     block: int = typer.Option(2, "--block", help="Which block's output to classify (1-based; the paper's Table 3: 2)."),
     head: str = choice_option("nonlinear", "--head", HEADS, "nonlinear (3 FC layers) or "
                               "conv (a fresh NIN block + linear).", "--kind"),
     finetune: bool = typer.Option(False, "--finetune/--frozen", help="Train the backbone too."),
     *, options: RunOptions,
 ):
-    """Train a classifier on one block of a pretrained RotNet (frozen, or fine-tuned).
+    """Train a classifier on one block of a pretrained RotNet or a random backbone (frozen,
+    or fine-tuned).
 
     Example: `rotnet probe outputs/b4-r8/checkpoint.pt --block 2 --head conv`"""
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
     section = "finetune" if finetune else ("conv_probe" if head == "conv" else "probe")
-    random = str(checkpoint) in RANDOM_VARIANTS.values()
+    random = str(checkpoint) in RANDOM_BACKBONES.values()
     backbone = None if random else experiments.load_backbone(checkpoint)  # read once
     config = options.config({f"{section}.optim.epochs": options.epochs},
                             profile=options.profile or (backbone.profile if backbone else None))
     data = experiments.load_dataset(config)
     if random:
         backbone = experiments.random_backbone(config, data,
-                                               calibrated=str(checkpoint) == RANDOM_VARIANTS[True])
+                                               calibrated=str(checkpoint) == RANDOM_BACKBONES[True])
     what = f"{head} {'fine-tuned' if finetune else 'probe'} on block {block}"
     with progress_hooks(what) as hooks:
         result = experiments.probe(config, backbone, head=head, block=block, finetune=finetune,
@@ -120,7 +121,7 @@ def _checkpoint_profile(checkpoint: Path) -> Optional[str]:
     """Evaluate with the profile the backbone was pretrained with, unless told otherwise."""
     from rotnet.checkpoint import pretrain_profile
 
-    return None if str(checkpoint) in RANDOM_VARIANTS.values() else pretrain_profile(checkpoint)
+    return None if str(checkpoint) in RANDOM_BACKBONES.values() else pretrain_profile(checkpoint)
 
 
 @app.command()

@@ -56,7 +56,8 @@ def load_dataset(config: Config) -> ImageData:
 
 def unique_run_name(base: str, tags: dict) -> str:
     """What tells sibling runs apart first (the MLflow UI truncates names): the snapshot
-    epoch or label subset of a Figure 5 run, then `base` (variant, block, method), then the
+    epoch or label subset of a Figure 5 run, then `base` (the backbone's variant or random
+    backbone, block, method), then the
     seed, e.g. `k100-b4-r4-B2-conv-s0`; `Tracker.start` appends the run id's first 8
     characters, which the reports cite."""
     parts = []
@@ -308,14 +309,13 @@ def probe(config: Config, backbone: Backbone, *, head: str = "nonlinear", block:
                  "backbone_sha256": backbone.lineage["pretrain_checkpoint_sha256"],
                  "num_classes": data.num_classes}
     method = f"{head}{'-finetuned' if finetune else ''}"
-    variant = backbone.lineage["variant"]
-    out_dir = out_dir or output_root(config) / "probe" / variant / f"{method}-block{block}"
+    out_dir = out_dir or output_root(config) / "probe" / backbone.label / f"{method}-block{block}"
     tags = {**{k: v for k, v in backbone.lineage.items()}, "head": head, "block": block,
             "finetune": finetune, "method": method, **(extra_tags or {})}
     model = protocol.classifier_model(head, block, finetune, config.probe.hidden, backbone.protocol,
                                       subset_per_class, config.finetune.backbone_lr_scale)
     return execute(task, data, optim, config, out_dir=out_dir, tracker=tracker, hooks=hooks,
-                   run_name=f"{variant}-B{block}-{method}", tags=tags, model=model,
+                   run_name=f"{backbone.label}-B{block}-{method}", tags=tags, model=model,
                    train_indices=train_indices)
 
 

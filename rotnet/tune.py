@@ -244,7 +244,7 @@ def _load_inputs(config: Config, checkpoint: str | Path | None, target: str, blo
     if target == "probe":
         objective_def.update(block=block, head="nonlinear",
                              checkpoint_sha256=backbone.lineage["pretrain_checkpoint_sha256"])
-        default_name = f"probe-{backbone.lineage['variant'] or 'backbone'}-block{block}-{config.profile}"
+        default_name = f"probe-{backbone.label}-block{block}-{config.profile}"
     else:
         default_name = (f"pretrain-{variant_name(config.pretrain.blocks, config.pretrain.rotations)}"
                         f"-{config.profile}")
