@@ -72,9 +72,9 @@ def test_rotnet_ui_records_where_it_serves_the_store_and_links_follow(tmp_path, 
 
 
 def test_the_ui_starts_no_more_server_workers_than_cores(monkeypatch):
-    from rotnet import cli
+    from rotnet import cli_pipeline
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
-    assert cli.ui_workers() == 2
+    assert cli_pipeline.ui_workers() == 2
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
-    assert cli.ui_workers() == 4
+    assert cli_pipeline.ui_workers() == 4
