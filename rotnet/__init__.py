@@ -1,7 +1,7 @@
 """rotnet: RotNet (Gidaris et al., ICLR 2018) as a reproducible ablation workflow.
 
 The core modules need only torch, torchvision and numpy; MLflow is imported by
-`rotnet.tracking` alone, and DVC is run (as a command, never imported) only by the pipeline
+the tracking layer alone (`tracking`, `tracked_run`, `run_groups`), and DVC is run (as a command, never imported) only by the pipeline
 layer: `repro`, `ablation`, `offline_plots`. docs/architecture.md maps every module.
 """
 

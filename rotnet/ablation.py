@@ -20,6 +20,7 @@ from rotnet.registry import (BASELINE, VARIANTS, baseline_stages, parse_variant,
                              variant_stages)
 from rotnet.repro import DVC
 from rotnet.stage_io import ablation_group, stage_config
+from rotnet.run_groups import gather
 from rotnet.tracking import Tracker
 
 ABLATION_PIPELINE = "ablation/dvc.yaml"
@@ -92,8 +93,9 @@ def gather_runs(config: Config, variant: str, rows: list[Row], table: Path) -> l
     for probe in (run for row in rows for run in row.ours):
         ids = by_seed.setdefault(int(probe.tags.get("seed", 0)), set())
         ids |= {probe.run_id} | ({probe.tags["pretrain_run_id"]} if probe.tags.get("pretrain_run_id") else set())
-    return [Tracker().gather(ablation_group(config.with_seed(seed), variant), sorted(ids), [table])
-            for seed, ids in sorted(by_seed.items())]
+    tracker = Tracker()
+    return [gather(tracker.open_group(ablation_group(config.with_seed(seed), variant)), sorted(ids),
+                   [table]) for seed, ids in sorted(by_seed.items())]
 
 
 def run(blocks: int | None, rotations: str | None, queue: bool, console) -> None:

@@ -17,7 +17,8 @@ from rotnet.config import Config
 from rotnet.data import ImageData
 from rotnet.errors import RotnetError
 from rotnet.models import NINBackbone, NINClassifier
-from rotnet.registry import BLOCK_CHOICES, ROTATION_SETS, variant_name
+from rotnet.registry import (BLOCK_CHOICES, PRETRAINED_BACKBONE, RANDOM_BACKBONES, ROTATION_SETS,
+                             variant_name)
 from rotnet.rotations import rotation_set
 
 
@@ -26,10 +27,19 @@ class Backbone:
     """A NIN backbone plus where it came from (the lineage every probe run records)."""
 
     module: NINBackbone
-    lineage: dict  # pretrain_run_id, pretrain_checkpoint(_sha256), pretrain_fingerprint, variant, ...
+    # Tagged on every probe run: backbone (registry.PRETRAINED_BACKBONE or a RANDOM_BACKBONES
+    # name), pretrain_run_id, pretrain_checkpoint(_sha256), pretrain_fingerprint, variant
+    # (a pretrained one's), blocks, width, ...
+    lineage: dict
     protocol: dict  # what its weights are, for a probe's fingerprint (rotnet.protocol)
     profile: str | None = None  # the pretraining's profile (a command's default for its probes)
     rotation_acc: float | None = None  # its rotation accuracy on the test set when saved
+
+    @property
+    def label(self) -> str:
+        """What its probes' run names and default folders start with: the pretraining's
+        variant (b4-r4), or the random backbone's name (random, random-initial-bn)."""
+        return self.lineage.get("variant") or self.lineage["backbone"]
 
 
 def load_backbone(path: str | Path) -> Backbone:
@@ -49,12 +59,12 @@ def load_backbone(path: str | Path) -> Backbone:
     if not protocol.is_fingerprint(pretrain_fp):
         pretrain_fp = protocol.pretrain_fingerprint(Config.from_dict(state["config"]),
                                                     str(tags.get("resolved.precision", "fp32")))
-    lineage = {"pretrain_run_id": state["extra"].get("run_id", ""),
+    lineage = {"backbone": PRETRAINED_BACKBONE, "pretrain_run_id": state["extra"].get("run_id", ""),
                "pretrain_fingerprint": pretrain_fp,
                "pretrain_checkpoint": str(Path(path).resolve()),
                "pretrain_checkpoint_sha256": checkpoint.file_sha256(path),
                "pretrain_epoch": state["epoch"],
-               "variant": variant_name(arch["blocks"], arch["rotations"]),  # not a tag: a path part
+               "variant": variant_name(arch["blocks"], arch["rotations"]),  # from its architecture, not a tag
                "blocks": arch["blocks"], "rotations": arch["rotations"], "width": arch["width"]}
     return Backbone(model.backbone, lineage, protocol.pretrained_backbone(pretrain_fp, state["epoch"]),
                     state["config"].get("profile"), state["history"][-1]["test_acc"])
@@ -100,8 +110,8 @@ def random_backbone(config: Config, data: ImageData, *, calibrated: bool = True,
     if calibrated:
         images = data.train_images[:calibration_images]
         update_bn((normalize(chunk, data.mean, data.std) for chunk in images.split(256)), module)
-    variant = protocol.RANDOM_VARIANTS[calibrated]
-    return Backbone(module.eval(), {"pretrain_run_id": "", "pretrain_checkpoint": variant,
-                                    "pretrain_checkpoint_sha256": "", "variant": variant,
-                                    "blocks": p.blocks, "width": p.width},
+    name = RANDOM_BACKBONES[calibrated]
+    return Backbone(module.eval(), {"backbone": name, "pretrain_run_id": "", "pretrain_checkpoint": name,
+                                    "pretrain_checkpoint_sha256": "", "blocks": p.blocks,
+                                    "width": p.width},
                     protocol.random_backbone(config, calibrated))

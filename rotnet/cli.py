@@ -1,6 +1,8 @@
-"""The `rotnet` command line: Typer commands over the functions in `rotnet.experiments`.
+"""The `rotnet` command line: the training commands (pretrain, probe, supervised, semisup,
+snapshots, tune), Typer commands over the functions in `rotnet.experiments`; the commands
+around the pipeline and its results are `rotnet.cli_pipeline`'s, registered here.
 
-Every command builds one `Config` the same way: the paper protocol, then `--params`
+Every training command builds one `Config` the same way: the paper protocol, then `--params`
 (a params.yaml, the DVC pipeline's file), then `--profile`, then the command's flags and
 `--set key=value` overrides. Bad input exits with code 2 and one line on stderr.
 """
@@ -16,15 +18,13 @@ import typer
 from rich.console import Console
 
 from rotnet import __version__
+from rotnet import cli_pipeline
 from rotnet.cli_options import (PAPER_PROFILE, RunOptions, checkpoint_file, choice_option, from_profile,
                                 out_option, run_options)
-from rotnet.config import DATASETS, PRECISIONS, PROFILES
 from rotnet.errors import RotnetError
-from rotnet.protocol import RANDOM_VARIANTS
-from rotnet.registry import BLOCK_CHOICES, HEADS, ROTATION_SETS, rotation_set_help
+from rotnet.registry import BLOCK_CHOICES, HEADS, RANDOM_BACKBONES, ROTATION_SETS, rotation_set_help
 from rotnet.tune import TARGETS as TUNE_TARGETS
 
-REPORTED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what it resolves to
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -83,31 +83,33 @@ def pretrain(
 @app.command()
 @run_options()
 def probe(
-    checkpoint: Path = typer.Argument(..., help="A pretraining checkpoint.pt, or 'random' for a "
-                                      "randomly initialised backbone (BatchNorm statistics "
-                                      "calibrated on training images), 'random-initial-bn' for "
-                                      "one with BatchNorm as initialised.", callback=checkpoint_file),
+    checkpoint: Path = typer.Argument(..., help="A pretraining checkpoint.pt, or a random "
+                                      f"backbone: '{RANDOM_BACKBONES[True]}' (a seeded random NIN, "
+                                      "BatchNorm statistics calibrated on training images) or "
+                                      f"'{RANDOM_BACKBONES[False]}' (BatchNorm as initialised).",
+                                      callback=checkpoint_file),
     block: int = typer.Option(2, "--block", help="Which block's output to classify (1-based; the paper's Table 3: 2)."),
     head: str = choice_option("nonlinear", "--head", HEADS, "nonlinear (3 FC layers) or "
                               "conv (a fresh NIN block + linear).", "--kind"),
     finetune: bool = typer.Option(False, "--finetune/--frozen", help="Train the backbone too."),
     *, options: RunOptions,
 ):
-    """Train a classifier on one block of a pretrained RotNet (frozen, or fine-tuned).
+    """Train a classifier on one block of a pretrained RotNet or a random backbone (frozen,
+    or fine-tuned).
 
     Example: `rotnet probe outputs/b4-r8/checkpoint.pt --block 2 --head conv`"""
     from rotnet import experiments
     from rotnet.progress import progress_hooks
 
     section = "finetune" if finetune else ("conv_probe" if head == "conv" else "probe")
-    random = str(checkpoint) in RANDOM_VARIANTS.values()
+    random = str(checkpoint) in RANDOM_BACKBONES.values()
     backbone = None if random else experiments.load_backbone(checkpoint)  # read once
     config = options.config({f"{section}.optim.epochs": options.epochs},
                             profile=options.profile or (backbone.profile if backbone else None))
     data = experiments.load_dataset(config)
     if random:
         backbone = experiments.random_backbone(config, data,
-                                               calibrated=str(checkpoint) == RANDOM_VARIANTS[True])
+                                               calibrated=str(checkpoint) == RANDOM_BACKBONES[True])
     what = f"{head} {'fine-tuned' if finetune else 'probe'} on block {block}"
     with progress_hooks(what) as hooks:
         result = experiments.probe(config, backbone, head=head, block=block, finetune=finetune,
@@ -120,7 +122,7 @@ def _checkpoint_profile(checkpoint: Path) -> Optional[str]:
     """Evaluate with the profile the backbone was pretrained with, unless told otherwise."""
     from rotnet.checkpoint import pretrain_profile
 
-    return None if str(checkpoint) in RANDOM_VARIANTS.values() else pretrain_profile(checkpoint)
+    return None if str(checkpoint) in RANDOM_BACKBONES.values() else pretrain_profile(checkpoint)
 
 
 @app.command()
@@ -202,136 +204,11 @@ def snapshots(
         report_result(f"{name}:", result)
 
 
-@app.command()
-def attention(
-    checkpoint: Path = typer.Argument(..., help="A pretraining (RotNet) or supervised NIN "
-                                      "checkpoint.pt.", callback=checkpoint_file),
-    images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (any depth), "
-                                          "each brought to 32×32 (default: the checkpoint's data "
-                                          "set's test split, one image per class)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: "
-                                       "outputs/attention/<the checkpoint's folder name>)."),
-    log: bool = typer.Option(False, "--log/--no-log", help="Also log the measures and figures "
-                             "on the checkpoint's MLflow run."),
-):
-    """Attention maps per block (Σ_c |a_c|^p; the paper's Figures 3 and 6), first-layer filters
-    (Figure 4) and how rotation-equivariant the maps are, per block, in attention.md.
-
-    Example: `rotnet attention runs/pretrain/b4-r4-s0/checkpoint.pt --images my-pictures`"""
-    from rotnet.attention_report import for_checkpoint
-
-    folder, metrics = for_checkpoint(checkpoint, images, out, log)
-    print("  ".join(f"{key} {value:.3f}" for key, value in metrics[0].items()
-                    if "control" not in key))
-    console.print(f"wrote {folder}")
-
-
-@app.command()
-def report(
-    out: Optional[str] = out_option("Where to write the tables and figures (default: reports/ "
-                                    "for params.yaml's protocol, else reports/<experiment, "
-                                    "params file or profile>/)."),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="The protocol to report: "
-                                "cells take only runs whose fingerprint these params imply."),
-    exp: Optional[str] = typer.Option(None, "--exp", help="Report the protocol of this DVC "
-                                      "experiment (or git revision) instead: its params.yaml."),
-    profile: Optional[str] = choice_option(None, "--profile", PROFILES, "Report the protocol of "
-                                           "this profile's defaults instead of a params file."),
-    dataset: Optional[str] = choice_option(None, "--dataset", DATASETS, "Override the data set."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a table cell has no run "
-                                "of the protocol."),
-    precision: Optional[str] = choice_option(None, "--precision", REPORTED_PRECISIONS, "Report the "
-                                             "runs of this precision (default: what the params' "
-                                             "runtime.precision resolves to on this machine)."),
-):
-    """Write Tables 1-3, Figure 5a/5b and the paper's claims from the MLflow store only, each
-    cell from runs of the protocol the params state (its fingerprint, which includes the
-    resolved precision), never another.
-
-    Example: `rotnet report --profile quick --strict`"""
-    from rotnet.report import collect, protocol_to_report
-    from rotnet.report_render import write_report
-
-    config, label = protocol_to_report(params, exp, profile, dataset)
-    data = collect(config, precision)
-    for path in write_report(out or Path("reports", *filter(None, [label])), data):
-        console.print(f"wrote {path}")
-    missing = data.not_run()
-    if strict and missing:
-        console.print(f"[red]{len(missing)} table cell(s) not run under this protocol:[/] " +
-                      "; ".join(f"{c.table} {c.row} {c.column}" for c in missing), highlight=False)
-        raise typer.Exit(1)
-
-
-@app.command()
-def claims(
-    paper: bool = typer.Option(False, "--paper", help="Decide the claims on the paper's published "
-                               "numbers (one run per cell, 10 000 test images) instead of runs."),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="The protocol whose runs "
-                                "decide them (as `rotnet report`)."),
-    profile: Optional[str] = choice_option(None, "--profile", PROFILES, "Use this profile's "
-                                           "defaults instead of a params file."),
-):
-    """Print the paper's claims, each quoted, with every comparison's interval and verdict
-    (holds / refuted / undecided) from a paired test with Holm's correction.
-
-    Example: `rotnet claims --paper`"""
-    from rotnet import claims as paper_claims_check
-
-    if paper:
-        print(paper_claims_check.paper_claims_markdown(), end="")
-        return
-    from rotnet.report import collect, protocol_to_report
-
-    config, _ = protocol_to_report(params, profile=profile)
-    print(paper_claims_check.runs_claims_markdown(collect(config)), end="")
-
-
-@app.command()
-def ablate(
-    rotations: Optional[str] = choice_option(None, "--rotations", ROTATION_SETS, "Rotation set of "
-                                             "the variant (default: params.yaml's ablation.rotations)."),
-    blocks: Optional[int] = choice_option(None, "--blocks", BLOCK_CHOICES, "NIN blocks of the "
-                                          "variant (default: params.yaml's ablation.blocks)."),
-    queue: bool = typer.Option(False, "--queue", help="Only queue the DVC experiment of a variant "
-                               "outside the main pipeline (run later with `dvc queue start`)."),
-):
-    """Run one variant (pretraining + a non-linear probe per block) through DVC, then compare its
-    downstream accuracy with the baseline RotNet's (the registry's) in a table, also written
-    to reports/ablation-<variant>.md. A variant of the main dvc.yaml is reproduced there
-    (`dvc repro`, up-to-date stages skipped); any other runs as a DVC experiment named after it.
-
-    Example: `rotnet ablate --rotations 8`"""
-    from rotnet import ablation
-
-    ablation.run(blocks, rotations, queue, console)
-
-
-@app.command("params")
-def params_command(
-    profile: str = choice_option("paper", "--profile", PROFILES, "paper, paper-authors, quick or smoke."),
-    out: Optional[str] = out_option("Write here (e.g. params.yaml) instead of printing."),
-):
-    """Print (or write) a complete params.yaml for a profile; writing it switches the DVC
-    pipeline to that profile.
-
-    Example: `rotnet params --profile quick --out params.yaml`"""
-    from rotnet.files import atomic_write_text
-    from rotnet.config import Config
-    from rotnet.params import dump_params
-
-    text = dump_params(Config.profile_defaults(profile))
-    if out and out.is_dir():
-        raise RotnetError(f"--out {out} is a folder; name the file to write "
-                          f"(e.g. {out / 'params.yaml'})")
-    if out:
-        try:
-            atomic_write_text(out, text)
-        except OSError as err:  # a read-only or pseudo file system (/proc), a full disk
-            raise RotnetError(f"cannot write {out}: {err.strerror or type(err).__name__}") from None
-        console.print(f"wrote the {profile} profile to {out}")
-    else:
-        sys.stdout.write(text)
+# The commands around the pipeline and its results (rotnet.cli_pipeline), registered here
+# so that --help lists every command in one order.
+for command in (cli_pipeline.attention, cli_pipeline.report, cli_pipeline.claims, cli_pipeline.ablate):
+    app.command()(command)
+app.command("params")(cli_pipeline.params_command)
 
 
 @app.command()
@@ -392,51 +269,8 @@ def tune(
         print(tuning.dvc_command(result.target, result.best_params))
 
 
-@app.command()
-def repro(
-    jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Stages run side by side; on a CPU "
-                             "each gets cores/jobs threads (all where it runs alone)."),
-    dvcfile: str = typer.Option("dvc.yaml", "--file", help="The pipeline file (in the current "
-                                "directory)."),
-    warm: bool = typer.Option(True, "--warm/--cold", help="Run each stage in a fork of a "
-                              "server that imported torch and MLflow once (--cold: every stage "
-                              "imports them itself, as plain `dvc repro`)."),
-):
-    """`dvc repro` with independent stages run side by side, each still through DVC (an
-    unchanged stage is skipped, every result recorded in dvc.lock).
-
-    Example: `rotnet repro --jobs 2` on a 2-core CPU; `--jobs 4` on one GPU."""
-    from rotnet import repro as parallel
-
-    if not Path(dvcfile).is_file():
-        raise RotnetError(f"--file {dvcfile}: no such pipeline file here (run from the project root)")
-    failed = parallel.reproduce(dvcfile, jobs, echo=console.print, warm=warm)
-    if failed:
-        console.print(f"[red]failed:[/] {', '.join(failed)} (rerun to resume)")
-        raise typer.Exit(1)
-
-
-@app.command()
-def ui(port: int = typer.Option(5000, "--port"), host: str = typer.Option("127.0.0.1", "--host")):
-    """Open the MLflow UI on the project's tracking store (in its model-training view).
-
-    Example: `rotnet ui --port 5001`"""
-    from rotnet import tracking, ui_view
-
-    uri = tracking.tracking_uri()
-    base = f"http://{host}:{port}"
-    found = tracking.experiment_id()
-    console.print(f"MLflow UI for {uri}: open "
-                  f"{tracking.ui_link(base, found) if found else base}", soft_wrap=True)
-    tracking.record_ui_address(uri, base)  # where the reports written from now on link to
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", host, "--port", str(port), "--workers", str(ui_workers()),
-                               *ui_view.server_options()])  # opens in the model-training view
-
-
-def ui_workers() -> int:
-    """The UI's server processes: MLflow's default 4 needs 4 cores; one per core, up to 4."""
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+app.command()(cli_pipeline.repro)
+app.command()(cli_pipeline.ui)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from rotnet.backbones import Backbone, check_backbone, load_backbone, random_bac
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
 from rotnet.registry import HEADS, variant_name
 from rotnet.rotations import rotation_set
+from rotnet.tracked_run import TrackedRun
 from rotnet.tracking import ATTEMPT_TAG, NullTracker, Tracker, as_params, class_metric
 
 ATTEMPT_PREFIX = "attempt:"  # files.RUN_ID before the run exists: the token its ATTEMPT_TAG holds
@@ -55,9 +56,10 @@ def load_dataset(config: Config) -> ImageData:
 
 def unique_run_name(base: str, tags: dict) -> str:
     """What tells sibling runs apart first (the MLflow UI truncates names): the snapshot
-    epoch or label subset of a study run, then `base` (variant, block, method), then the
-    seed, e.g. `k100-b4-r4-B2-conv-s0`; the tracker appends the run id's first 8 characters,
-    which the reports cite."""
+    epoch or label subset of a Figure 5 run, then `base` (the backbone's variant or random
+    backbone, block, method), then the
+    seed, e.g. `k100-b4-r4-B2-conv-s0`; `Tracker.start` appends the run id's first 8
+    characters, which the reports cite."""
     parts = []
     if "snapshot_epoch" in tags:
         parts.append(f"ep{int(tags['snapshot_epoch']):03d}")
@@ -99,36 +101,37 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
                                        "test_images": len(data.test_labels),  # its standard error's n
                                        **{f"resolved.{k}": v for k, v in resolved.items()},
                                        **tags}.items()}
-        user_hooks = hooks or Hooks()
+        user_hooks, run = hooks or Hooks(), None
 
         def on_epoch_end(metrics: dict) -> None:
-            tracker.log_epoch(metrics)
+            run.log_epoch(metrics)  # fit starts after the run is open
             if user_hooks.on_epoch_end:
                 user_hooks.on_epoch_end(metrics)
 
         try:
-            run_id = _open_run(tracker, out_dir, unique_run_name(run_name, tags),
-                               as_params(protocol.run_params(config, optim, model)), tags, state,
-                               runtime.world.is_main)
-            log_training_data(tracker, data, config, train_indices)
+            run = _open_run(tracker, out_dir, unique_run_name(run_name, tags),
+                            as_params(protocol.run_params(config, optim, model)), tags, state,
+                            runtime.world.is_main)
+            log_training_data(run, data, config, train_indices)
             fitted = fit(task, data, optim, runtime, out_dir=out_dir,
                          config=config.to_dict(), train_indices=train_indices,
-                         snapshot_every=snapshot_every, extra={"run_id": run_id, "tags": tags},
+                         snapshot_every=snapshot_every, extra={"run_id": run.run_id, "tags": tags},
                          state=state,
                          hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
             history = fitted.history
-            per_class = _save_predictions(fitted.predictions, data, tracker, out_dir,
+            per_class = _save_predictions(fitted.predictions, data, run, out_dir,
                                           runtime.world.is_main)
-            metrics = _finish(tracker, out_dir, history, run_id, resolved, tags, per_class,
+            metrics = _finish(run, out_dir, history, resolved, tags, per_class,
                               runtime.world.is_main)
             if task.name == "pretrain":  # the backbone every probe reads, once, when final
-                tracker.log_artifact(files.checkpoint_in(out_dir))
-                log_network(tracker, task.model, data)
+                run.log_artifact(files.checkpoint_in(out_dir))
+                log_network(run, task.model, data)
         except BaseException as err:
-            tracker.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
+            if run is not None:
+                run.finish("KILLED" if isinstance(err, (KeyboardInterrupt, StopRun)) else "FAILED")
             raise
-        tracker.finish("FINISHED")
-    return RunResult(run_id, out_dir, metrics, history)
+        run.finish("FINISHED")
+    return RunResult(run.run_id, out_dir, metrics, history)
 
 
 def _open_checkpoint(out_dir: Path, task: Task, optim: OptimConfig, config: Config) -> dict | None:
@@ -146,7 +149,7 @@ def _open_checkpoint(out_dir: Path, task: Task, optim: OptimConfig, config: Conf
 
 
 def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags: dict,
-              state: dict | None, is_main: bool) -> str:
+              state: dict | None, is_main: bool) -> TrackedRun:
     """Reopen the checkpoint's run (re-logging epochs a kill kept out of MLflow), or start a
     new one. `mlflow-run-id` names the attempt before the run exists (`attempt:<token>`, the
     run's ATTEMPT_TAG) and the run once it does, so a rerun closes (KILLED) any run a kill
@@ -161,37 +164,44 @@ def _open_run(tracker: Tracker, out_dir: Path, run_name: str, params: dict, tags
     attempt = uuid.uuid4().hex
     if is_main:
         files.atomic_write_text(record, f"{ATTEMPT_PREFIX}{attempt}\n")
-    run_id = tracker.start(run_name, params, {**tags, ATTEMPT_TAG: attempt},
-                           resume_run_id=resume_id)
-    if is_main and run_id:
-        files.atomic_write_text(record, run_id + "\n")
+    run = tracker.start(run_name, params, {**tags, ATTEMPT_TAG: attempt}, resume_run_id=resume_id)
+    if is_main and run.run_id:
+        files.atomic_write_text(record, run.run_id + "\n")
     elif is_main:  # untracked: no run to record
         record.unlink(missing_ok=True)
     crash_point("started", 0)
     if state:
-        tracker.log_missing_epochs(state["history"])
-    return run_id
+        run.log_missing_epochs(state["history"])
+    return run
 
 
-def log_network(tracker: Tracker, model: nn.Module, data: ImageData) -> None:
+def recorded_run_id(out_dir: str | Path) -> str:
+    """The MLflow run a run folder records (`files.RUN_ID`): "" for none, or while only its
+    attempt is recorded (the run was not made yet)."""
+    record = Path(out_dir) / files.RUN_ID
+    recorded = record.read_text().strip() if record.is_file() else ""
+    return "" if recorded.startswith(ATTEMPT_PREFIX) else recorded
+
+
+def log_network(run: TrackedRun, model: nn.Module, data: ImageData) -> None:
     """The trained network as the run's MLflow model ("Logged models"), with the signature of
     a normalised test image: what `mlflow.pytorch.load_model` gives back. Once per run, after
     training."""
     example = normalize(data.test_images[:1], data.mean, data.std).numpy()
-    tracker.log_model(model.cpu().float().eval(), example, name="rotnet")
+    run.log_model(model.cpu().float().eval(), example, name="rotnet")
 
 
-def log_training_data(tracker: Tracker, data: ImageData, config: Config,
+def log_training_data(run: TrackedRun, data: ImageData, config: Config,
                       train_indices: torch.Tensor | None) -> None:
     """The images a run trains on (a label subset's only), with MLflow's digest of them."""
     images, labels, name = data.train_images, data.train_labels, data.name
     if train_indices is not None:
         images, labels, name = images[train_indices], labels[train_indices], f"{name}-subset"
     source = str(Path(config.data.root).resolve())
-    tracker.log_dataset(name, images.numpy(), labels.numpy(), source=source, context="training")
+    run.log_dataset(name, images.numpy(), labels.numpy(), source=source, context="training")
 
 
-def _save_predictions(predicted: torch.Tensor | None, data: ImageData, tracker: Tracker,
+def _save_predictions(predicted: torch.Tensor | None, data: ImageData, run: TrackedRun,
                       out_dir: Path, is_main: bool) -> dict[str, float]:
     """A classifier's final predictions, written to predictions.json and logged to its run;
     returns its test accuracy per class name (Table 9). Nothing for the pretext task."""
@@ -202,30 +212,30 @@ def _save_predictions(predicted: torch.Tensor | None, data: ImageData, tracker: 
         files.atomic_write_text(path, json.dumps(
             {"test_set_sha256": test_set_digest(data), "labels": data.test_labels.tolist(),
              "predicted": predicted.tolist()}, separators=(",", ":")) + "\n")
-        tracker.log_artifact(path)
+        run.log_artifact(path)
     tested = torch.bincount(data.test_labels, minlength=data.num_classes).tolist()
     # A class without test images (a small test split) has no accuracy, not NaN.
     return {name: acc for name, acc, n in zip(
         data.classes, class_accuracy(predicted, data.test_labels, data.num_classes), tested) if n}
 
 
-def _finish(tracker: Tracker, out_dir: Path, history: list[dict], run_id: str, resolved: dict,
-            tags: dict, per_class: dict[str, float], is_main: bool) -> dict:
+def _finish(run: TrackedRun, out_dir: Path, history: list[dict], resolved: dict, tags: dict,
+            per_class: dict[str, float], is_main: bool) -> dict:
     """The final metrics: logged, tagged, and written to metrics.json (the finished mark)."""
     ckpt_path = files.checkpoint_in(out_dir)
     best = max(history, key=lambda m: m["test_acc"])
     metrics = {"test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"],
                "best_epoch": best["epoch"], "epochs": history[-1]["epoch"],
-               "checkpoint_sha256": checkpoint.file_sha256(ckpt_path), "run_id": run_id}
+               "checkpoint_sha256": checkpoint.file_sha256(ckpt_path), "run_id": run.run_id}
     if per_class:
         metrics["test_acc_per_class"] = per_class
     text = metrics_json({**metrics, "runtime": resolved, "tags": tags})  # before anything is logged
     if per_class:
-        tracker.log_metrics({class_metric(name): acc for name, acc in per_class.items()},
-                            step=metrics["epochs"])
-    tracker.log_metrics({"best_test_acc": best["test_acc"]}, step=best["epoch"])
-    tracker.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
-                      "checkpoint_sha256": metrics["checkpoint_sha256"]})
+        run.log_metrics({class_metric(name): acc for name, acc in per_class.items()},
+                        step=metrics["epochs"])
+    run.log_metrics({"best_test_acc": best["test_acc"]}, step=best["epoch"])
+    run.set_tags({"checkpoint_path": str(ckpt_path.resolve()),
+                  "checkpoint_sha256": metrics["checkpoint_sha256"]})
     if is_main:
         files.atomic_write_text(out_dir / files.METRICS, text)
     return metrics
@@ -299,14 +309,13 @@ def probe(config: Config, backbone: Backbone, *, head: str = "nonlinear", block:
                  "backbone_sha256": backbone.lineage["pretrain_checkpoint_sha256"],
                  "num_classes": data.num_classes}
     method = f"{head}{'-finetuned' if finetune else ''}"
-    variant = backbone.lineage["variant"]
-    out_dir = out_dir or output_root(config) / "probe" / variant / f"{method}-block{block}"
+    out_dir = out_dir or output_root(config) / "probe" / backbone.label / f"{method}-block{block}"
     tags = {**{k: v for k, v in backbone.lineage.items()}, "head": head, "block": block,
             "finetune": finetune, "method": method, **(extra_tags or {})}
     model = protocol.classifier_model(head, block, finetune, config.probe.hidden, backbone.protocol,
                                       subset_per_class, config.finetune.backbone_lr_scale)
     return execute(task, data, optim, config, out_dir=out_dir, tracker=tracker, hooks=hooks,
-                   run_name=f"{variant}-B{block}-{method}", tags=tags, model=model,
+                   run_name=f"{backbone.label}-B{block}-{method}", tags=tags, model=model,
                    train_indices=train_indices)
 
 

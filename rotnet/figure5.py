@@ -16,7 +16,8 @@ from rotnet.experiments import (Backbone, RunResult, load_backbone, load_dataset
                                 supervised)
 from rotnet.subsets import (covers_training_set, label_subset, read_label_subset, subset_path,
                             write_label_subset)
-from rotnet.tracking import RunGroup, Tracker
+from rotnet.run_groups import RunGroup
+from rotnet.tracking import Tracker
 
 
 def figure_group(figure: str, config: Config, backbone: Backbone | None) -> RunGroup:

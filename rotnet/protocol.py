@@ -22,8 +22,6 @@ import re
 
 from rotnet.config import Config, OptimConfig, PretrainConfig, RuntimeConfig
 
-# The `variant` tag of a random backbone, by whether its BatchNorm statistics were calibrated.
-RANDOM_VARIANTS = {True: "random", False: "random-initial-bn"}
 FINGERPRINT_CHARS = 12  # 48 bits: a collision among a project's few thousand runs is negligible
 
 

@@ -1,5 +1,7 @@
 """The pipeline's names, each defined once and looked up by name: the rotation sets, the
-pretraining variants of Tables 1 and 2, the baseline RotNet and the probe heads.
+pretraining variants of Tables 1 and 2, the baseline RotNet, the random backbones and the
+probe heads. A "variant" is always a pretraining (blocks, rotation set); a probe's
+backbone is a pretrained one (its pretraining's variant) or a random one.
 
 Config validation, the stage scripts, the report and the CLI take their choices from here;
 `tests/test_registry.py` checks dvc.yaml's matrices against it. Plain data only (no torch),
@@ -38,6 +40,11 @@ def variant_name(blocks: int, rotations: str) -> str:
 
 
 VARIANTS = tuple(variant_name(b, r) for b, r in DEPTH_VARIANTS + ROTATION_VARIANTS)
+# The `backbone` tag of a probe (or fine-tuned classifier) run: the blocks of a pretraining
+# (whose `variant` tag names it), or a seeded random NIN (Table 3's "random init + conv"),
+# named by whether its BatchNorm statistics were calibrated on training images.
+PRETRAINED_BACKBONE = "pretrained"
+RANDOM_BACKBONES = {True: "random", False: "random-initial-bn"}
 BASELINE = variant_name(BASELINE_BLOCKS, BASELINE_ROTATIONS)
 # What the probe stages probe: every block of the depth variants, block 2 of the rotation
 # variants; "<variant>-block<N>" (a Table 1/2 cell of the variant) -> (variant, block).

@@ -28,7 +28,7 @@ from rotnet import protocol, tracking
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.spread import Spread, spread_of
-from rotnet.registry import BASELINE, parse_variant, rotation_set_label
+from rotnet.registry import BASELINE, RANDOM_BACKBONES, parse_variant, rotation_set_label
 
 # The figure series (the names in runs.json, figures.md and the claims)
 SNAPSHOT_PROBE, SNAPSHOT_ROTATION = "non-linear probe on block 2", "rotation prediction (snapshot)"
@@ -179,19 +179,19 @@ def table_specs() -> list[tuple[str, str, str, str, float | None, dict]]:
         row = rotation_set_label(parse_variant(variant)[1])
         specs.append((f"table2/{variant}", "table2", row, "accuracy", value,
                       {"method": "nonlinear", "variant": variant, "block": "2"}))
+    on_rotnet = {"variant": BASELINE, "block": "2"}  # the baseline RotNet's block 2
+    on_random = {"block": "2", "method": "conv"}  # a random backbone has no variant
     rows3 = [("Supervised NIN", "supervised", {"task": "supervised"}),
              ("Random init + conv (BatchNorm as initialised)", "random-conv-initial-bn",
-              {"variant": protocol.RANDOM_VARIANTS[False], "method": "conv"}),
+              {**on_random, "backbone": RANDOM_BACKBONES[False]}),
              ("Random init + conv (BatchNorm calibrated on training images)", "random-conv",
-              {"variant": protocol.RANDOM_VARIANTS[True], "method": "conv"}),
-             ("RotNet + non-linear", "nonlinear", {"method": "nonlinear"}),
-             ("RotNet + conv", "conv", {"method": "conv"}),
+              {**on_random, "backbone": RANDOM_BACKBONES[True]}),
+             ("RotNet + non-linear", "nonlinear", {**on_rotnet, "method": "nonlinear"}),
+             ("RotNet + conv", "conv", {**on_rotnet, "method": "conv"}),
              ("RotNet + non-linear (fine-tuned)", "nonlinear-finetuned",
-              {"method": "nonlinear-finetuned"}),
-             ("RotNet + conv (fine-tuned)", "conv-finetuned", {"method": "conv-finetuned"})]
+              {**on_rotnet, "method": "nonlinear-finetuned"}),
+             ("RotNet + conv (fine-tuned)", "conv-finetuned", {**on_rotnet, "method": "conv-finetuned"})]
     for row, key, want in rows3:
-        if key != "supervised":
-            want = {"variant": BASELINE, "block": "2", **want}
         specs.append((f"table3/{key}", "table3", row, "accuracy", PAPER["table3"].get(key), want))
     return specs
 
@@ -199,12 +199,12 @@ def table_specs() -> list[tuple[str, str, str, str, float | None, dict]]:
 # ---- the fingerprint params imply for a run ------------------------------------------
 
 
-def backbone_protocol(config: Config, variant: str, precision: str, epoch: int | None = None) -> dict:
-    """The backbone a probe of `variant` reads: the random one, or the variant's pretraining
-    after `epoch` epochs (default: all of them)."""
-    if variant in protocol.RANDOM_VARIANTS.values():
-        return protocol.random_backbone(config, calibrated=variant == protocol.RANDOM_VARIANTS[True])
-    pretrain = config.with_variant(variant)
+def backbone_protocol(config: Config, want: dict, precision: str, epoch: int | None = None) -> dict:
+    """The backbone a probe with tags `want` reads: the random one its `backbone` tag names,
+    or its `variant`'s pretraining after `epoch` epochs (default: all of them)."""
+    if want.get("backbone") in RANDOM_BACKBONES.values():
+        return protocol.random_backbone(config, calibrated=want["backbone"] == RANDOM_BACKBONES[True])
+    pretrain = config.with_variant(want["variant"])
     return protocol.pretrained_backbone(protocol.pretrain_fingerprint(pretrain, precision),
                                         epoch or pretrain.pretrain.optim.epochs)
 
@@ -227,7 +227,7 @@ def expected_fingerprint(config: Config, want: dict, *, subset_per_class: int | 
     head, finetune = want["method"].split("-")[0], want["method"].endswith("-finetuned")
     optim = (config.semisup_optim("conv") if semisup else config.finetune.optim if finetune else
              config.conv_probe.optim if head == "conv" else config.probe.optim)
-    backbone = backbone_protocol(config, want["variant"], precision, snapshot_epoch)
+    backbone = backbone_protocol(config, want, precision, snapshot_epoch)
     return protocol.fingerprint(config, optim, protocol.classifier_model(
         head, int(want["block"]), finetune, config.probe.hidden, backbone, subset_per_class,
         config.finetune.backbone_lr_scale), precision)

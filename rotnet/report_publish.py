@@ -18,7 +18,8 @@ from pathlib import Path
 from rotnet import tracking
 from rotnet.registry import parse_variant
 from rotnet.report import Cell, ReportData
-from rotnet.tracking import RunGroup, Tracker
+from rotnet.run_groups import RunGroup, gather
+from rotnet.tracking import Tracker
 
 SUMMARY_FILE = "metrics.json"
 PLOTS_DIR = "plots"
@@ -113,6 +114,6 @@ def publish(data: ReportData, out_dir: Path, files: list[Path], tracker: Tracker
     the summary to the report run; returns its id."""
     tracker = tracker or Tracker()
     for run_id, tags in run_cells(data).items():
-        tracker.tag_run(run_id, tags)
-    return tracker.gather(report_group(data), [], files, summary(data), Path(out_dir))
+        tracker.on_run(run_id).set_tags(tags)
+    return gather(tracker.open_group(report_group(data)), [], files, summary(data), Path(out_dir))
 

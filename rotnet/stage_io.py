@@ -20,7 +20,8 @@ from rotnet.files import atomic_write_text
 from rotnet.config import Config
 from rotnet.errors import RotnetError
 from rotnet.params import read_params
-from rotnet.tracking import RunGroup, Tracker
+from rotnet.run_groups import RunGroup
+from rotnet.tracking import Tracker
 
 PARAMS_FILE = "params.yaml"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "images_per_s")

@@ -16,8 +16,10 @@ step schedule follows the epochs: milestones at 50%, 75% and 90% of them
   `Hooks.on_epoch_end`); a pruned trial raises `engine.StopRun`, which `execute` turns into
   a KILLED MLflow run, tagged `pruned=true`.
 - Tracking: MLflow experiment `rotnet-tune` (kept out of the `rotnet` experiment that the
-  report reads): one study run, every trial a nested run (tag `mlflow.parentRunId`); the
-  study run gets the best value (metric `best_value`) and params (tags `best.*`).
+  report reads): one study run, every trial a nested run (tag `mlflow.parentRunId`) whose
+  accuracies are logged as what they are, `val_acc` per epoch and `best_val_acc` (the
+  engine calls its evaluation split "test"; here it is the validation split); the study
+  run gets the best value (metric `best_value`) and params (tags `best.*`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from rotnet.errors import RotnetError
 from rotnet.provenance import project_root
 from rotnet.registry import variant_name
 from rotnet.store import SQLITE_PREFIX, sqlite_path
+from rotnet.tracked_run import TrackedRun
 from rotnet.tracking import Tracker, as_params
 
 TARGETS = ("probe", "pretrain")
@@ -193,24 +196,24 @@ def tune(config: Config, checkpoint: str | Path | None = None, *, target: str = 
     study_name = study_name or inputs.default_name
     study, storage_url, study_run_id = _open_study(study_name, storage, inputs.definition, seed,
                                                    pruner)
-    study_tracker = tracker if tracker is not None else Tracker(TUNE_EXPERIMENT)
-    run_id = study_tracker.start(
+    tracker = tracker if tracker is not None else Tracker(TUNE_EXPERIMENT)
+    study_run = tracker.start(
         f"tune-{study_name}", as_params({"tune": inputs.definition, "sampler_seed": seed}),
         {"task": "tune", "optuna.study": study_name, "optuna.storage": storage_url,
          "target": target, "profile": config.profile, "dataset": config.data.dataset},
         resume_run_id=study_run_id)
-    if run_id:
-        study.set_user_attr(RUN_ATTR, run_id)
+    if study_run.run_id:
+        study.set_user_attr(RUN_ATTR, study_run.run_id)
     trials_root = Path(out_dir) if out_dir else project_root() / "outputs" / "tune"
     trials_root = trials_root / re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name)
-    objective = _Objective(config, target, block, inputs, study_name, study_tracker, trials_root)
+    objective = _Objective(config, target, block, inputs, study_name, tracker, study_run, trials_root)
     callbacks = [lambda _study, trial: on_trial(trial)] if on_trial else []
     try:
         study.optimize(objective, n_trials=n_trials, callbacks=callbacks, gc_after_trial=True)
     except BaseException as err:
-        study_tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        study_run.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-    return _summary(study, study_tracker, target, storage_url, run_id)
+    return _summary(study, study_run, target, storage_url)
 
 
 def _load_inputs(config: Config, checkpoint: str | Path | None, target: str, block: int,
@@ -241,7 +244,7 @@ def _load_inputs(config: Config, checkpoint: str | Path | None, target: str, blo
     if target == "probe":
         objective_def.update(block=block, head="nonlinear",
                              checkpoint_sha256=backbone.lineage["pretrain_checkpoint_sha256"])
-        default_name = f"probe-{backbone.lineage['variant'] or 'backbone'}-block{block}-{config.profile}"
+        default_name = f"probe-{backbone.label}-block{block}-{config.profile}"
     else:
         default_name = (f"pretrain-{variant_name(config.pretrain.blocks, config.pretrain.rotations)}"
                         f"-{config.profile}")
@@ -287,14 +290,16 @@ def _open_study(study_name: str, storage: str | None, definition: dict, seed: in
 @dataclass
 class _Objective:
     """One trial: sample the optimiser, train on the validation split, return its final
-    accuracy; pruned (MedianPruner) on the per-epoch validation accuracy."""
+    accuracy; pruned (MedianPruner) on the per-epoch validation accuracy. Its run nests under
+    the study's run (`study_run`)."""
 
     config: Config
     target: str
     block: int
     inputs: _Inputs
     study_name: str
-    study_tracker: Tracker
+    tracker: Tracker
+    study_run: TrackedRun
     trials_root: Path
 
     def __call__(self, trial) -> float:
@@ -309,19 +314,33 @@ class _Objective:
         trial.set_user_attr("milestones", optim.milestones)
         trial_dir = self.trials_root / f"trial-{trial.number:04d}"
         shutil.rmtree(trial_dir, ignore_errors=True)  # a new trial number is a new run
-        trial_tracker = self.study_tracker.child({
+        trial_tracker = self.tracker.nest_under_run(self.study_run, {
             "optuna.study": self.study_name, "optuna.trial": str(trial.number),
-            "split": "validation"})
+            "split": "validation"}, split="validation")
         try:
             result = self._train(trial, optim, trial_dir, trial_tracker)
         except StopRun:
-            trial_tracker.set_tags({"pruned": "true"})
+            self._tag_trial_run(trial, trial_dir, trial_tracker, pruned=True)
             raise optuna.TrialPruned() from None
-        finally:
-            if trial_tracker.run_id:
-                trial.set_user_attr(RUN_ATTR, trial_tracker.run_id)
-        trial_tracker.set_tags({"pruned": "false"})
+        except BaseException:
+            self._tag_trial_run(trial, trial_dir, trial_tracker, pruned=None)
+            raise
+        self._tag_trial_run(trial, trial_dir, trial_tracker, pruned=False)
+        # The engine's "test_acc" of a trial is measured on the validation split.
         return float(result.metrics["test_acc"])
+
+    @staticmethod
+    def _tag_trial_run(trial, trial_dir: Path, tracker: Tracker, pruned: bool | None) -> None:
+        """Link the trial to its MLflow run (the one its folder records, if it got that far)
+        and tag the run pruned or not (`pruned` None: it failed, left untagged)."""
+        from rotnet.experiments import recorded_run_id
+
+        run_id = recorded_run_id(trial_dir)
+        if not run_id:
+            return
+        trial.set_user_attr(RUN_ATTR, run_id)
+        if pruned is not None:
+            tracker.on_run(run_id).set_tags({"pruned": str(pruned).lower()})
 
     def _train(self, trial, optim: OptimConfig, trial_dir: Path, tracker: Tracker):
         from rotnet import experiments
@@ -344,8 +363,7 @@ class _Objective:
                                     data=self.inputs.val_data)
 
 
-def _summary(study, study_tracker: Tracker, target: str, storage_url: str,
-             run_id: str | None) -> TuneResult:
+def _summary(study, study_run: TrackedRun, target: str, storage_url: str) -> TuneResult:
     """The best trial, logged on the study run (which this finishes)."""
     import optuna
 
@@ -353,20 +371,20 @@ def _summary(study, study_tracker: Tracker, target: str, storage_url: str,
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     if not complete:
-        study_tracker.finish("FAILED")
+        study_run.finish("FAILED")
         raise RotnetError(f"study {study.study_name!r} has no completed trial yet (all "
                           f"{len(trials)} pruned or failed); run more trials")
     best = study.best_trial
     best_params = {**best.params, "milestones": scaled_milestones(int(best.params["epochs"]))}
-    study_tracker.log_metrics({"best_value": best.value, "n_trials": len(trials),
-                               "n_complete": len(complete), "n_pruned": len(pruned)},
-                              step=len(trials))
-    study_tracker.set_tags({"best.trial": best.number, "best.value": f"{best.value:.4f}",
-                            "best.run_id": best.user_attrs.get(RUN_ATTR, ""),
-                            **{f"best.{k}": v for k, v in best_params.items()},
-                            "best.dvc_command": dvc_command(target, best_params)})
-    study_tracker.finish("FINISHED")
-    return TuneResult(study.study_name, storage_url, run_id or "", target, best.number,
+    study_run.log_metrics({"best_value": best.value, "n_trials": len(trials),
+                           "n_complete": len(complete), "n_pruned": len(pruned)},
+                          step=len(trials))
+    study_run.set_tags({"best.trial": best.number, "best.value": f"{best.value:.4f}",
+                        "best.run_id": best.user_attrs.get(RUN_ATTR, ""),
+                        **{f"best.{k}": v for k, v in best_params.items()},
+                        "best.dvc_command": dvc_command(target, best_params)})
+    study_run.finish("FINISHED")
+    return TuneResult(study.study_name, storage_url, study_run.run_id, target, best.number,
                       float(best.value), best_params, len(trials), len(complete), len(pruned))
 
 

@@ -61,7 +61,7 @@ def _empty_store(tmp_path_factory) -> Path:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
         from rotnet.tracking import Tracker
 
-        Tracker().client  # creates the tables and the experiment
+        Tracker().connect()  # creates the tables and the experiment
     return path
 
 

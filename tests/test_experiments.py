@@ -238,7 +238,9 @@ def test_the_as_initialised_random_backbone_keeps_initial_batchnorm_statistics(m
     a, b = initial.module.state_dict(), calibrated.module.state_dict()
     assert torch.equal(a["blocks.0.0.weight"], b["blocks.0.0.weight"])
     assert not torch.equal(a["blocks.0.1.running_mean"], b["blocks.0.1.running_mean"])
-    assert (initial.lineage["variant"], calibrated.lineage["variant"]) == ("random-initial-bn", "random")
+    assert (initial.lineage["backbone"], calibrated.lineage["backbone"]) == ("random-initial-bn", "random")
+    assert "variant" not in initial.lineage  # a variant is a pretraining's
+    assert (initial.label, calibrated.label) == ("random-initial-bn", "random")
     assert initial.protocol != calibrated.protocol
 
 

@@ -7,12 +7,15 @@ import json
 import pytest
 
 from helpers import tiny_config
-from rotnet import experiments, figure5, files, protocol
+from rotnet import experiments, figure5, files, protocol, report
 from rotnet.report import expected_fingerprint
 from rotnet.subsets import write_label_subset
 from rotnet.tracking import NullTracker
 
 PROBE_B2 = {"method": "nonlinear", "variant": "b4-r4", "block": "2"}
+# Table 3's cells: their key -> the tags the report looks their runs up by.
+TABLE3 = {key.removeprefix("table3/"): want for key, _, _, _, _, want in report.table_specs()
+          if key.startswith("table3/")}
 
 
 @pytest.mark.parametrize("change", [
@@ -93,10 +96,10 @@ def test_runs_carry_the_fingerprint_the_report_expects(tiny_pretrained, tiny_dat
         "conv-finetuned": ({**PROBE_B2, "method": "conv-finetuned"}, lambda out: experiments.probe(
             config, backbone, head="conv", finetune=True, out_dir=out, tracker=NullTracker(),
             data=tiny_data)),
-        "random-conv": ({**PROBE_B2, "method": "conv", "variant": "random"}, lambda out: experiments.probe(
+        "random-conv": (TABLE3["random-conv"], lambda out: experiments.probe(
             config, experiments.random_backbone(config, tiny_data), head="conv", out_dir=out,
             tracker=NullTracker(), data=tiny_data)),
-        "random-conv-initial-bn": ({**PROBE_B2, "method": "conv", "variant": "random-initial-bn"},
+        "random-conv-initial-bn": (TABLE3["random-conv-initial-bn"],
                                    lambda out: experiments.probe(
             config, experiments.random_backbone(config, tiny_data, calibrated=False), head="conv",
             out_dir=out, tracker=NullTracker(), data=tiny_data)),
@@ -106,6 +109,7 @@ def test_runs_carry_the_fingerprint_the_report_expects(tiny_pretrained, tiny_dat
     for name, (want, train) in runs.items():
         tags = _tags(train(tmp_path / name).out_dir)
         assert tags["fingerprint"] == expected_fingerprint(config, want), name
+        assert {key: tags.get(key) for key in want} == want, name  # the report finds it by these
         assert tags["resolved.precision"] in ("bf16", "fp32")  # item 1: what ran, never "auto"
         assert {"resolved.threads", "resolved.world_size", "resolved.device"} <= set(tags)
 

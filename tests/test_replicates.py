@@ -23,11 +23,10 @@ def log_run(tags: dict, acc: float, seed: int, config: Config = CONFIG, **number
     all_tags = {"dataset": "cifar10", "profile": "quick", "seed": str(seed), "test_images": "800",
                 "fingerprint": fingerprint, **tags,
                 **{k: str(v) for k, v in number.items() if v is not None}}
-    tracker = Tracker()
-    run_id = tracker.start("test", {}, all_tags)
-    tracker.log_metrics({"test_acc": acc}, step=1)
-    tracker.finish("FINISHED")
-    return run_id
+    run = Tracker().start("test", {}, all_tags)
+    run.log_metrics({"test_acc": acc}, step=1)
+    run.finish("FINISHED")
+    return run.run_id
 
 
 def probe(variant: str, block: int, method: str = "nonlinear", **extra) -> dict:

@@ -41,19 +41,18 @@ def log_run(tags: dict, accs: list[float], status: str = "FINISHED", profile: st
     MLFLOW_TRACKING_URI for the whole module): tags with the fingerprint `config` implies,
     test_acc per epoch, then a final status."""
     time.sleep(0.005)  # distinct start times (milliseconds), so "most recent" is well defined
-    tracker = Tracker()
     config = config or protocol(profile)
     all_tags = {"dataset": DATASET, "profile": profile, "seed": "0", **runtime,
                 "fingerprint": fingerprint(tags, config), **tags}
-    run_id = tracker.start(f"test-{tags.get('task')}", {}, {k: str(v) for k, v in all_tags.items()})
+    run = Tracker().start(f"test-{tags.get('task')}", {}, {k: str(v) for k, v in all_tags.items()})
     for epoch, acc in enumerate(accs, 1):
-        tracker.log_metrics({"test_acc": acc}, step=epoch)
-    tracker.log_metrics({"best_test_acc": max(accs)}, step=1 + accs.index(max(accs)))
+        run.log_metrics({"test_acc": acc}, step=epoch)
+    run.log_metrics({"best_test_acc": max(accs)}, step=1 + accs.index(max(accs)))
     if per_class:  # as experiments log them: once, at the final epoch
-        tracker.log_metrics({tracking.class_metric(k): v for k, v in per_class.items()},
-                            step=len(accs))
-    tracker.finish(status)
-    return run_id
+        run.log_metrics({tracking.class_metric(k): v for k, v in per_class.items()},
+                        step=len(accs))
+    run.finish(status)
+    return run.run_id
 
 
 def probe_tags(variant: str, block: int, method: str = "nonlinear", **extra) -> dict:
@@ -61,6 +60,13 @@ def probe_tags(variant: str, block: int, method: str = "nonlinear", **extra) -> 
     return {"task": task, "variant": variant, "block": block, "method": method,
             "head": method.split("-")[0], "finetune": str(task == "finetune"),
             "pretrain_run_id": "x", **extra}
+
+
+def random_probe_tags(backbone: str) -> dict:
+    """A conv probe on block 2 of a random backbone: tagged `backbone`, no `variant`."""
+    tags = {**probe_tags("b4-r4", 2, "conv"), "backbone": backbone, "pretrain_run_id": ""}
+    del tags["variant"]
+    return tags
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +96,8 @@ def store(tmp_path_factory):
             "conv_ft": log_run(probe_tags("b4-r4", 2, "conv-finetuned"), [92.0, 92.5]),
             "supervised": log_run({"task": "supervised", "method": "supervised", "blocks": 3},
                                   [91.0, 92.25], per_class={"airplane": 90.5, "truck": 97.0}),
-            "random_initial_bn": log_run(probe_tags("random-initial-bn", 2, "conv"), [30.0, 35.5]),
-            "random_calibrated": log_run(probe_tags("random", 2, "conv"), [40.0, 45.25]),
+            "random_initial_bn": log_run(random_probe_tags("random-initial-bn"), [30.0, 35.5]),
+            "random_calibrated": log_run(random_probe_tags("random"), [40.0, 45.25]),
             "other_profile": log_run(probe_tags("b3-r4", 1), [11.11], profile="smoke"),
             # Figure 5b (study runs: must stay out of the tables)
             "semi_sup_20": log_run({"task": "supervised", "method": "supervised", "figure5": "semisup",

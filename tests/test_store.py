@@ -20,11 +20,10 @@ def logged_run(tmp_path: Path) -> str:
     """A finished run with one JSON artifact in the store MLFLOW_TRACKING_URI names."""
     note = tmp_path / "note.json"
     note.write_text('{"where": "original"}')
-    tracker = Tracker()
-    run_id = tracker.start("note", {}, {})
-    tracker.log_artifact(note)
-    tracker.finish()
-    return run_id
+    run = Tracker().start("note", {}, {})
+    run.log_artifact(note)
+    run.finish()
+    return run.run_id
 
 
 def test_a_copied_project_writes_its_artifacts_inside_itself(tmp_path, monkeypatch, tiny_data):
@@ -73,9 +72,9 @@ def test_rotnet_ui_records_where_it_serves_the_store_and_links_follow(tmp_path, 
 
 
 def test_the_ui_starts_no_more_server_workers_than_cores(monkeypatch):
-    from rotnet import cli
+    from rotnet import cli_pipeline
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
-    assert cli.ui_workers() == 2
+    assert cli_pipeline.ui_workers() == 2
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
-    assert cli.ui_workers() == 4
+    assert cli_pipeline.ui_workers() == 4

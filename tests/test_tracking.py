@@ -117,7 +117,7 @@ def test_probe_run_records_its_pretraining_lineage(pretrained, tracking_store, t
     assert tags["pretrain_checkpoint_sha256"] == tracking_store.run(pre.run_id).data.tags[
         "checkpoint_sha256"]
     assert tags["task"] == "probe" and tags["head"] == "nonlinear"
-    assert tags["block"] == "2" and tags["variant"] == "b4-r4"
+    assert tags["block"] == "2" and tags["variant"] == "b4-r4" and tags["backbone"] == "pretrained"
     assert tags["checkpoint_sha256"] == checkpoint.file_sha256(result.out_dir / "checkpoint.pt")
     assert [s for s, _ in tracking_store.history(result.run_id, "test_acc")] == [1]
 
