@@ -20,6 +20,9 @@ from rotnet.report import (PAPER, PAPER_DATASET, ROTNET_CONV, SNAPSHOT_PROBE, SU
 from rotnet.significance import (ALPHA, NOT_RUN, Decision, Sample, Scored, claim_verdict, decide,
                                  estimate, quantile)
 
+# Points: a comparison whose 95 % interval is within ± this decides any gap larger than it
+# (the quick profile's aim; each row says how many seeds would get it there).
+RESOLUTION = 2.5
 PAPER_TEST_IMAGES = 10_000  # CIFAR-10's test set: what every published number was scored on
 FIGURE_SERIES = {PROBE_SERIES: ("figure5a", SNAPSHOT_PROBE), CONV_SERIES: ("figure5b", ROTNET_CONV),
                  SUPERVISED_SERIES: ("figure5b", SUPERVISED)}
@@ -110,21 +113,37 @@ def decide_claim(claim: Claim, evidence) -> list[Decided]:
 def _row(decided: Decided) -> str:
     d = decided.decision
     if d is None:
-        return f"| {decided.comparison.text} | — | — | {NOT_RUN} |"
+        return f"| {decided.comparison.text} | — | — | — | — | {NOT_RUN} |"
     lo, hi = d.interval
     e = d.estimate
     noise = "" if e.seed_noise_measured else " ¹"
     how = "paired" if e.paired else "independent"
+    needed = e.seeds_for(RESOLUTION)
     return (f"| {decided.comparison.text} | {e.value:+.2f} | [{lo:+.2f}, {hi:+.2f}] at "
-            f"{100 * d.level:.1f} % ({how}, n={e.seeds}){noise} | {d.verdict} |")
+            f"{100 * d.level:.1f} % ({how}, n={e.seeds}){noise} | ±{e.half_width(0.95):.2f} | "
+            f"{needed if needed is not None else '—'} | {d.verdict} |")
 
 
-def claim_markdown(number: int, claim: Claim, evidence) -> list[str]:
-    decided = decide_claim(claim, evidence)
+def resolution_line(decided: list[Decided]) -> str:
+    """How many comparisons the runs resolve to ±RESOLUTION at 95 %, and the widest."""
+    estimates = [d.decision.estimate for d in decided if d.decision is not None]
+    if not estimates:
+        return "- Resolution: no comparison has runs yet."
+    halves = [e.half_width(0.95) for e in estimates]
+    within = sum(h <= RESOLUTION for h in halves)
+    return (f"- Resolution: {within} of {len(halves)} comparisons have a 95 % interval within "
+            f"±{RESOLUTION:g} points (before Holm's correction); the widest is "
+            f"±{max(halves):.2f}. Column \"seeds for ±{RESOLUTION:g}\": the seeds per cell that "
+            "would get a comparison there, were its seed spread and test-set error as measured "
+            "(— : seed noise unmeasured, or the test set alone is too wide).")
+
+
+def claim_markdown(number: int, claim: Claim, decided: list[Decided]) -> list[str]:
     verdict = claim_verdict([d.verdict for d in decided])
     return [f"## {number}. {claim.title}: **{verdict}**", "",
             f"> \"{claim.quote}\" — {claim.where}", "", f"Tested as: {claim.tested_as}", "",
-            "| comparison | difference (points) | interval | verdict |", "|---|---|---|---|",
+            f"| comparison | difference (points) | interval | ±95 % | seeds for ±{RESOLUTION:g} "
+            "| verdict |", "|---|---|---|---|---|---|",
             *map(_row, decided), ""]
 
 
@@ -154,12 +173,14 @@ def attention_lines(data: ReportData) -> list[str]:
 
 
 def claims_markdown(evidence, header: list[str], measured: list[str] = ()) -> str:
+    decided = [decide_claim(claim, evidence) for claim in paper_claims.CLAIMS]
     lines = ["# The paper's claims, decided", "", *header,
              f"- Method ({PAPER_TEST_IMAGES:,} test images for the paper's numbers): {METHOD}",
              "- ¹ one seed per cell: seed-to-seed noise is unmeasured, so this verdict speaks for "
-             "the finite test set only.", ""]
-    for number, claim in enumerate(paper_claims.CLAIMS, 1):
-        lines += claim_markdown(number, claim, evidence)
+             "the finite test set only.",
+             resolution_line([d for per_claim in decided for d in per_claim]), ""]
+    for number, (claim, per_claim) in enumerate(zip(paper_claims.CLAIMS, decided), 1):
+        lines += claim_markdown(number, claim, per_claim)
     if measured:
         lines += ["# What the pictures show: measured, not tested", "",
                   "Figures 3 and 6 are pictures; the paper states no number to test. "

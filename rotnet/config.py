@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 
 from rotnet.errors import RotnetError
-from rotnet.registry import BLOCK_CHOICES, ROTATION_SETS, parse_variant
+from rotnet.registry import BLOCK_CHOICES, ROTATION_SETS, VARIANTS, parse_variant
 
 PROFILES = ("paper", "paper-authors", "quick", "smoke")
 DATASETS = ("generated", "cifar10", "fashion-mnist", "imagefolder")
@@ -132,6 +132,15 @@ class SnapshotConfig:
 
 
 @dataclass
+class AttentionConfig:
+    """attention@<variant>-<seed>: the pretraining variants whose Figures 3, 4, 6 and attention
+    measures the pipeline draws (dvc.yaml's matrix reads this list; no stage trains on it).
+    claims.md's attention section reads the baseline b4-r4's."""
+
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+
+
+@dataclass
 class AblationConfig:
     """`rotnet ablate`: one more variant run through DVC (pretraining + a probe per block)."""
 
@@ -154,6 +163,7 @@ class Config:
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     semisup: SemisupConfig = field(default_factory=SemisupConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
 
     @classmethod
@@ -212,6 +222,10 @@ class Config:
               f"seeds must be a non-empty list of distinct integers >= 0 (got {self.seeds})")
         check(all(k >= 1 for k in self.semisup.per_class), "semisup.per_class values must be >= 1")
         check(self.snapshots.every >= 1, "snapshots.every must be >= 1")
+        check(len(self.attention.variants) == len(set(self.attention.variants))
+              and set(self.attention.variants) <= set(VARIANTS),
+              f"attention.variants must be distinct variants of {', '.join(VARIANTS)} "
+              f"(got {self.attention.variants})")
         check(self.runtime.log_every >= 1, f"runtime.log_every must be >= 1 (got {self.runtime.log_every})")
         check(DEVICE_PATTERN.fullmatch(self.runtime.device) is not None,
               f"runtime.device must be auto, cpu, cuda or cuda:N (got {self.runtime.device!r})")
@@ -324,22 +338,25 @@ PROFILE_OVERRIDES: dict[str, dict] = {
     # The authors' public code pretrains for 200 epochs, lr ×0.2 after 60, 120, 160 (the
     # paper says 100 epochs, ×0.2 after 30, 60, 80); everything else as the paper.
     "paper-authors": {"pretrain": {"optim": {"epochs": 200, "milestones": [60, 120, 160]}}},
-    # quick: two seeds, sized so `make run` takes about 15 min on 2 AVX2-only cores (README).
-    # Batch 32 and one lr step near the end: on so few images the number of steps, not of
-    # images, decides how far a run gets (measured in README).
+    # quick: three seeds on the generated data set, sized by its training curves and its
+    # budget (README's "Sizing the quick profile"): `make run` within 15 min on 2 AVX512-BF16
+    # cores and 20 on 2 AVX2-only ones (fp32 there, about half the speed). Batch 32: on so
+    # few images the number of steps, not of images, decides how far a run gets. Attention
+    # figures for the baseline only (one command for any other: `rotnet attention`).
     "quick": {
-        "seeds": [0, 1],
+        "seeds": [0, 1, 2],
         "data": {"dataset": "generated", "train_size": 1000, "test_size": 800},
-        "pretrain": {"width": 0.25, "snapshot_every": 1,
-                     "optim": {"epochs": 5, "batch_size": 32, "milestones": [4]}},
-        "probe": {"optim": {"epochs": 5, "batch_size": 32, "milestones": [4]}},
-        "conv_probe": {"optim": {"epochs": 5, "batch_size": 32, "milestones": [4]}},
-        "finetune": {"optim": {"epochs": 5, "batch_size": 32, "milestones": [4]}},
-        "supervised": {"optim": {"epochs": 8, "batch_size": 32, "milestones": [6]}},
+        "pretrain": {"width": 0.25, "snapshot_every": 2,
+                     "optim": {"epochs": 8, "batch_size": 32, "milestones": [5, 7]}},
+        "probe": {"optim": {"epochs": 7, "batch_size": 32, "milestones": [4, 6]}},
+        "conv_probe": {"optim": {"epochs": 7, "batch_size": 32, "milestones": [4, 6]}},
+        "finetune": {"optim": {"epochs": 7, "batch_size": 32, "milestones": [4, 6]}},
+        "supervised": {"optim": {"epochs": 10, "batch_size": 32, "milestones": [6, 8]}},
         "semisup": {"per_class": [20, 50],
-                    "optim": {"epochs": 5, "batch_size": 32, "milestones": [4],
+                    "optim": {"epochs": 7, "batch_size": 32, "milestones": [4, 6],
                               "epoch_samples": 1000}},
-        "snapshots": {"every": 1},
+        "snapshots": {"every": 2},
+        "attention": {"variants": ["b4-r4"]},
     },
     "smoke": {
         "data": {"dataset": "generated", "train_size": 256, "test_size": 128},

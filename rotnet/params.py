@@ -87,6 +87,8 @@ SECTION_NOTES = {
     "semisup": "subsets, semisup@<K>: labelled images per class, the conv probe's schedule, "
                "and the epoch size of both methods",
     "snapshots": "snapshots: Figure 5a, a probe every N pretraining epochs",
+    "attention": "attention@<variant>-<seed>: the variants whose Figures 3, 4, 6 and attention "
+                 "measures are drawn (dvc.yaml's matrix; nothing is trained)",
     "ablation": "ablation: the variant `rotnet ablate` runs (pretraining + a probe per block)",
 }
 

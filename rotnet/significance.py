@@ -53,6 +53,8 @@ class Estimate:
     df: float  # degrees of freedom of the t quantile (inf: normal)
     seeds: int  # the fewest seeds of any cell
     paired: bool  # per-image correctness compared on the same test images
+    seed_variance: float = 0.0  # the seed term of se², over `seeds` seeds
+    test_variance: float = 0.0  # the test-set term of se²
 
     @property
     def seed_noise_measured(self) -> bool:
@@ -61,6 +63,23 @@ class Estimate:
     def interval(self, level: float) -> tuple[float, float]:
         half = self.se * quantile(1 - (1 - level) / 2, self.df)
         return self.value - half, self.value + half
+
+    def half_width(self, level: float) -> float:
+        """± of the interval at `level`, points."""
+        return self.se * quantile(1 - (1 - level) / 2, self.df)
+
+    def seeds_for(self, half: float, level: float = 0.95, most: int = 100) -> int | None:
+        """How many seeds per cell would bring this comparison's interval at `level` within
+        ±`half`, were the seeds' spread and the test set's error as measured: None where
+        the seed noise is unmeasured (one seed), or the test set alone is too wide."""
+        if not self.seed_noise_measured:
+            return None
+        per_seed = self.seed_variance * self.seeds
+        for n in range(2, most + 1):
+            se = math.sqrt(per_seed / n + self.test_variance)
+            if se * quantile(1 - (1 - level) / 2, n - 1) <= half:
+                return n
+        return None
 
     def p_value(self, threshold: float = 0.0) -> float:
         """Two-sided p-value of "the contrast equals `threshold`"."""
@@ -144,9 +163,9 @@ def _combine(value: float, seed_terms: list[tuple[float, int]], var_test: float,
     declared 7–10 % of equal cells different at a nominal 5 % (tests/test_significance.py).
     No seed term (one seed per cell): the test set's alone, with the normal quantile."""
     seed_terms = [(v, df) for v, df in seed_terms if df >= 1]
-    var = sum(v for v, _ in seed_terms) + var_test
+    var_seed = sum(v for v, _ in seed_terms)
     df = min((df for _, df in seed_terms), default=math.inf)
-    return Estimate(value, math.sqrt(var), df, seeds, paired)
+    return Estimate(value, math.sqrt(var_seed + var_test), df, seeds, paired, var_seed, var_test)
 
 
 @dataclass(frozen=True)

@@ -292,14 +292,12 @@ def _fresh_process_state() -> None:
     generators, torch's thread count from OMP_NUM_THREADS, line-by-line output."""
     import random
 
-    import numpy
-    import torch
-
     random.seed()
-    numpy.random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
     threads = os.environ.get("OMP_NUM_THREADS", "")
-    if threads.isdigit() and int(threads) > 0:
-        torch.set_num_threads(int(threads))
+    if "torch" in sys.modules and threads.isdigit() and int(threads) > 0:
+        sys.modules["torch"].set_num_threads(int(threads))
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)
 

@@ -14,6 +14,8 @@ from torch import nn
 
 from helpers import ROOT
 from rotnet import attention, attention_render, registry
+from rotnet.config import Config
+from rotnet.errors import RotnetError
 from rotnet.attention_figures import draw_figure3, draw_figure4, draw_figure6
 from rotnet.models import NINBackbone
 
@@ -220,9 +222,13 @@ def test_a_block_below_its_control_does_not_count():
     assert lines[0].endswith(attention_render.FAILS)
 
 
-def test_the_stage_runs_for_every_registry_variant():
+def test_the_stage_runs_for_the_params_variants_every_registry_variant_by_default():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["attention"]
-    assert tuple(stage["matrix"]["variant"]) == registry.VARIANTS
+    assert stage["matrix"]["variant"] == "${attention.variants}"
+    assert tuple(Config.from_dict({}).attention.variants) == registry.VARIANTS
+    assert Config.from_dict({"profile": "quick"}).attention.variants == [registry.BASELINE]
+    with pytest.raises(RotnetError, match="attention.variants"):
+        Config.from_dict({"attention": {"variants": ["b9-r4"]}})
 
 
 # ---- from checkpoints: files, MLflow, the command line ---------------------------------

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from rotnet.significance import (HOLDS, NOT_RUN, REFUTED, UNDECIDED, Scored, claim_verdict,
+from rotnet.significance import (HOLDS, NOT_RUN, REFUTED, UNDECIDED, Estimate, Scored,
+                                 claim_verdict, quantile,
                                  decide, estimate)
 
 
@@ -148,3 +149,30 @@ def test_a_threshold_turns_a_comparison_into_a_bound_and_below_it_is_refuted():
     ([REFUTED, NOT_RUN, HOLDS], REFUTED), ([], NOT_RUN)])
 def test_claim_verdicts(verdicts, claim):
     assert claim_verdict(verdicts) == claim
+
+
+def test_the_seeds_that_would_resolve_a_comparison_are_the_fewest_within_the_half_width():
+    per_seed, test = 3.0, 0.2  # variance of one seed's contrast; the test set's
+    measured = Estimate(1.0, math.sqrt(per_seed / 3 + test), 2, 3, True, per_seed / 3, test)
+    n = measured.seeds_for(2.5)
+
+    def half(k):
+        return quantile(0.975, k - 1) * math.sqrt(per_seed / k + test)
+
+    assert n is not None and half(n) <= 2.5 < half(n - 1)
+    assert measured.half_width(0.95) == pytest.approx(half(3))
+    too_wide = Estimate(1.0, 2.0, 2, 3, True, 0.1, (2.5 / 1.9) ** 2)  # the test set alone
+    assert too_wide.seeds_for(2.5) is None
+    assert Estimate(1.0, 1.0, math.inf, 1, True, 0.0, 1.0).seeds_for(2.5) is None  # one seed
+
+
+def test_an_estimate_splits_its_variance_into_the_seed_and_test_set_terms():
+    rng = np.random.default_rng(0)
+    cells = [tuple(Scored(s, 0.0, 400, rng.random(400) < p, "t") for s in range(3))
+             for p in (0.7, 0.6)]
+    for cell in cells:
+        for run in cell:
+            object.__setattr__(run, "accuracy", 100.0 * run.correct.mean())
+    e = estimate([(1.0, cells[0]), (-1.0, cells[1])])
+    assert e.paired and e.seed_variance > 0 and e.test_variance > 0
+    assert e.se ** 2 == pytest.approx(e.seed_variance + e.test_variance)

@@ -1,0 +1,142 @@
+"""The warm stage server (rotnet/warm.py): a stage handed over runs in a fork that already
+has torch and MLflow imported, with the stage process's arguments, folder, environment,
+stdout/stderr and exit status; it runs cold where no server can take it; a stage process
+that goes away takes its fork with it; and a real stage gives the same numbers warm as cold."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, write_params
+from rotnet import warm
+
+PROBE = '''
+import json, os, sys, time
+sys.path.insert(0, {root!r})
+from rotnet.warm import hand_over
+hand_over(__file__)
+torch_ready = "torch" in sys.modules  # imported before this script ran: a warm fork
+out = sys.argv[1]
+with open(out, "w") as f:
+    json.dump({{"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(), "warm": torch_ready,
+               "marker": os.environ.get("MARKER")}}, f)
+print("to stdout")
+print("to stderr", file=sys.stderr)
+action = sys.argv[2]
+if action == "sleep":
+    time.sleep(60)
+if action == "signal":
+    os.kill(os.getpid(), signal.SIGTERM)
+if action == "raise":
+    raise RuntimeError("boom")
+sys.exit(int(action))
+'''
+
+
+@pytest.fixture(scope="module")
+def server_env():
+    with warm.warm_server() as extra:
+        assert extra, "the warm server did not start"
+        yield {**os.environ, **extra, "MARKER": "m1"}
+
+
+@pytest.fixture
+def probe(tmp_path):
+    script = tmp_path / "probe_stage.py"
+    script.write_text("import signal\n" + PROBE.format(root=str(ROOT)))
+    return script
+
+
+def _run(script, env, *args, cwd):
+    return subprocess.run([sys.executable, str(script), *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_stage_runs_warm_with_its_arguments_folder_environment_output_and_status(
+        server_env, probe, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    result = _run(probe, server_env, work / "seen.json", 3, cwd=work)
+    seen = json.loads((work / "seen.json").read_text())
+    assert result.returncode == 3
+    assert result.stdout == "to stdout\n" and result.stderr == "to stderr\n"
+    assert seen["warm"] and seen["cwd"] == str(work) and seen["marker"] == "m1"
+    assert seen["argv"] == [str(probe), str(work / "seen.json"), "3"]
+
+
+def test_a_signal_or_an_uncaught_exception_ends_the_stage_process_as_it_ended_the_fork(
+        server_env, probe, tmp_path):
+    killed = _run(probe, server_env, tmp_path / "a.json", "signal", cwd=tmp_path)
+    assert killed.returncode == -signal.SIGTERM
+    raised = _run(probe, server_env, tmp_path / "b.json", "raise", cwd=tmp_path)
+    assert raised.returncode == 1 and "RuntimeError: boom" in raised.stderr
+
+
+def test_without_a_server_or_with_another_cpu_setting_the_stage_runs_cold(server_env, probe,
+                                                                         tmp_path):
+    nowhere = {**server_env, warm.ADDRESS_ENV: str(tmp_path / "no-such.sock")}
+    cold = _run(probe, nowhere, tmp_path / "a.json", 0, cwd=tmp_path)
+    assert cold.returncode == 0 and not json.loads((tmp_path / "a.json").read_text())["warm"]
+    other_isa = {**server_env, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    refused = _run(probe, other_isa, tmp_path / "b.json", 0, cwd=tmp_path)
+    assert refused.returncode == 0 and "ONEDNN_MAX_CPU_ISA" in refused.stderr
+    assert not json.loads((tmp_path / "b.json").read_text())["warm"]
+
+
+def test_a_stage_process_that_goes_away_takes_its_fork_with_it(server_env, probe, tmp_path):
+    seen = tmp_path / "seen.json"
+    stage = subprocess.Popen([sys.executable, str(probe), str(seen), "sleep"], env=server_env,
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not seen.exists() or not seen.read_text():
+        assert time.monotonic() < deadline and stage.poll() is None
+        time.sleep(0.05)
+    fork = json.loads(seen.read_text())["pid"]
+    assert fork != stage.pid
+    stage.kill()
+    stage.wait()
+    deadline = time.monotonic() + 15
+    while _alive(fork):
+        assert time.monotonic() < deadline, "the fork outlived its stage process"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_real_stage_gives_the_same_numbers_warm_as_cold(server_env, tmp_path):
+    """The pretraining stage on the TINY profile, cold then warm: the same metrics and the
+    same curve (timings aside), each run logged to the store."""
+    write_params(tmp_path / "params.yaml")
+    env = {**server_env, "ROTNET_HOME": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    cold_env = {key: value for key, value in env.items() if key != warm.ADDRESS_ENV}
+    data = subprocess.run([sys.executable, str(ROOT / "stages/data.py"), "runs/data.json"],
+                          env=cold_env, cwd=tmp_path, capture_output=True, text=True)
+    assert data.returncode == 0, data.stderr
+    curves = {}
+    for name, stage_env in (("cold", cold_env), ("warm", env)):
+        args = ["b4-r4", "0", f"runs/{name}", f"{name}.json", f"{name}.csv"]
+        result = subprocess.run([sys.executable, str(ROOT / "stages/pretrain.py"), *args],
+                                env=stage_env, cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        with open(tmp_path / f"{name}.csv") as rows:
+            curves[name] = [{k: v for k, v in row.items() if k != "images_per_s"}
+                            for row in csv.DictReader(rows)]
+    assert json.loads((tmp_path / "cold.json").read_text()) == json.loads(
+        (tmp_path / "warm.json").read_text())
+    assert curves["cold"] == curves["warm"] and len(curves["cold"]) == 2
