@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[workflow,test]'
 	touch $@
 
-# The study in the $(PROFILE) profile (quick: the generated data set, two seeds; README's
-# Results give the time on 2 AVX2-only CPU cores), through DVC with JOBS independent stages
-# side by side (`rotnet repro`; JOBS=1 is plain `dvc repro` order). It rewrites params.yaml
-# for that profile; `git checkout params.yaml` returns to the paper's.
+# The study in the $(PROFILE) profile (quick: the generated data set, three seeds; README's
+# Results give the time on 2 AVX512-BF16 and 2 AVX2-only CPU cores), through DVC with JOBS
+# independent stages side by side (`rotnet repro`, each stage started warm; JOBS=1 is plain
+# `dvc repro` order). It rewrites params.yaml for that profile; `git checkout params.yaml`
+# returns to the paper's.
 JOBS ?= 2
 run: install
 	$(BIN)/rotnet params --profile $(PROFILE) --out params.yaml

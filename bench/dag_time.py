@@ -1,6 +1,7 @@
 """Where the wall time of `dvc repro` goes, stage by stage.
 
     python bench/dag_time.py [--jobs N] [--cold]
+    python bench/dag_time.py --log FILE    # the same split of a run already made (`make run | tee FILE`)
 
 Runs `rotnet repro --jobs N` in the current directory, with its params.yaml (independent
 stages side by side; each stage started warm, in a fork of a server that imported torch and
@@ -25,19 +26,27 @@ STAGE_LINE = re.compile(r"^\[([^\]]+)\] Running stage ")
 STAGE_END = re.compile(r"^\[([^\]]+)\] (?:finished|failed) in ([0-9.]+) s$")
 
 
-def timed_repro(command: list[str]) -> tuple[dict[str, float], float]:
-    """Wall seconds of each stage that ran (unchanged ones are skipped) and of the whole."""
+def stage_walls(lines, echo: bool = False) -> dict[str, float]:
+    """Wall seconds of each stage that ran (unchanged ones are skipped), from `rotnet
+    repro`'s output lines."""
     ran: set[str] = set()
     walls: dict[str, float] = {}
+    for line in lines:
+        if echo:
+            sys.stdout.write(line)
+        if match := STAGE_LINE.match(line):
+            ran.add(match.group(1))
+        elif (match := STAGE_END.match(line.rstrip("\n"))) and match.group(1) in ran:
+            walls[match.group(1)] = float(match.group(2))
+    return walls
+
+
+def timed_repro(command: list[str]) -> tuple[dict[str, float], float]:
+    """Wall seconds of each stage that ran and of the whole run."""
     begin = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc:
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            if match := STAGE_LINE.match(line):
-                ran.add(match.group(1))
-            elif (match := STAGE_END.match(line.rstrip("\n"))) and match.group(1) in ran:
-                walls[match.group(1)] = float(match.group(2))
+        walls = stage_walls(proc.stdout, echo=True)
     total = time.perf_counter() - begin
     if proc.returncode:
         sys.exit(f"{' '.join(command)} failed with exit code {proc.returncode}")
@@ -62,16 +71,24 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="stages side by side (default 2)")
     parser.add_argument("--cold", action="store_true",
                         help="every stage imports torch and MLflow itself (as plain `dvc repro`)")
+    parser.add_argument("--log", help="split the stages of this saved `rotnet repro` output "
+                        "instead of running (the whole run's time is then not known)")
     args = parser.parse_args()
-    command = ["rotnet", "repro", "--jobs", str(args.jobs), "--cold" if args.cold else "--warm"]
-    walls, total = timed_repro(command)
+    if args.log:
+        with open(args.log, encoding="utf-8", errors="replace") as lines:
+            walls, total = stage_walls(lines), float("nan")
+    else:
+        command = ["rotnet", "repro", "--jobs", str(args.jobs), "--cold" if args.cold else "--warm"]
+        walls, total = timed_repro(command)
     print(f"\n{'stage':<34}{'wall s':>8}{'train s':>9}{'eval s':>8}{'fixed s':>9}{'runs':>6}")
     sums = {"wall": 0.0, "train": 0.0, "eval": 0.0, "fixed": 0.0}
-    fixed_by_stage = {}
+    fixed_by_stage, training = {}, []
     for stage, wall in walls.items():
         train, test, runs = run_seconds(stage)
         # A stage without epochs (data, subsets, attention, report) is all "fixed".
         fixed = fixed_by_stage[stage] = max(0.0, wall - train - test)
+        if train > 0:
+            training.append(fixed)
         for key, value in (("wall", wall), ("train", train), ("eval", test), ("fixed", fixed)):
             sums[key] += value
         print(f"{stage:<34}{wall:>8.1f}{train:>9.1f}{test:>8.1f}{fixed:>9.1f}{runs:>6}")
@@ -79,10 +96,14 @@ def main() -> None:
           f"{sums['fixed']:>9.1f}")
     count = max(1, len(walls))
     worst = max(fixed_by_stage, key=fixed_by_stage.get, default="-")
-    print(f"whole run {total:.1f} s; {len(walls)} stages, {args.jobs} at a time, "
-          f"{'cold' if args.cold else 'warm'}")
+    how = f"from {args.log}" if args.log else f"{args.jobs} at a time, {'cold' if args.cold else 'warm'}"
+    print(f"whole run {total:.1f} s; {len(walls)} stages, {how}")
     print(f"fixed cost per stage: mean {sums['fixed'] / count:.1f} s, most "
           f"{fixed_by_stage.get(worst, 0):.1f} s ({worst})")
+    if training:
+        print(f"fixed cost per training stage: mean {sum(training) / len(training):.1f} s, "
+              f"median {sorted(training)[len(training) // 2]:.1f} s, most {max(training):.1f} s "
+              f"({len(training)} stages)")
     print(f"evaluation {100 * sums['eval'] / max(sums['wall'], 1e-9):.1f} % and fixed costs "
           f"{100 * sums['fixed'] / max(sums['wall'], 1e-9):.1f} % of the stages' summed time")
 

@@ -274,3 +274,29 @@ def test_sizes_must_be_positive(sizes):
 def test_seed_must_be_non_negative():
     with pytest.raises(RotnetError, match="seed must be non-negative"):
         load_data("generated", seed=-1)
+
+
+def test_the_generated_set_is_kept_once_drawn_and_redrawn_when_damaged(tmp_path):
+    from rotnet.data import generated_images
+    from rotnet.generated import generate_objects
+
+    drawn = generate_objects(40, 3)
+    first = generated_images(tmp_path, 40, 3)
+    (kept,) = (tmp_path / "generated").iterdir()
+    assert all(torch.equal(a, b) for a, b in zip(first, drawn))
+    kept.write_bytes(b"not an npz")  # damaged: drawn again, and the file rewritten
+    again = generated_images(tmp_path, 40, 3)
+    assert all(torch.equal(a, b) for a, b in zip(again, drawn))
+    assert kept.read_bytes()[:2] == b"PK"
+    other = generated_images(tmp_path, 40, 4)  # another seed: its own file
+    assert not torch.equal(other[0], drawn[0]) and len(list((tmp_path / "generated").iterdir())) == 2
+
+
+def test_the_generated_set_is_drawn_where_its_root_cannot_be_written(tmp_path):
+    from rotnet.data import generated_images
+    from rotnet.generated import generate_objects
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the folder would go: nothing can be kept
+    images, labels = generated_images(blocker, 20, 1)
+    assert torch.equal(images, generate_objects(20, 1)[0])

@@ -105,8 +105,11 @@ def test_claims_md_is_computed_from_the_runs(reported):
     # 61 ± 1.4 vs 40.5 ± 0.7 on 800 images without predictions: independent cells, and with
     # two seeds t(1) = 12.7 makes the interval ±34: undecided, as two seeds can only be
     assert "## 10. RotNet + conv beats supervised with few labels: **undecided**" in text
+    # ±34.18 at 95 % too (one comparison: no Holm step); no number of seeds gets it within
+    # ±2.5: two cells' binomial errors on 800 images alone are ±4.8 at 95 %
     assert ("| 20 per class: RotNet + conv > supervised NIN | +20.50 | [-13.68, +54.68] at "
-            "95.0 % (independent, n=2) | undecided |") in text
+            "95.0 % (independent, n=2) | ±34.18 | — | undecided |") in text
+    assert "- Resolution: 0 of 2 comparisons have a 95 % interval within ±2.5 points" in text
     # B2 vs B1 of the 4-block RotNet has runs, B3 and B4 do not
     assert "## 1. Block 2 gives the best frozen features: **not run**" in text
-    assert "| RotNet 4 blocks: B2 > B4 | — | — | not run |" in text
+    assert "| RotNet 4 blocks: B2 > B4 | — | — | — | — | not run |" in text
