@@ -341,10 +341,10 @@ PROFILE_OVERRIDES: dict[str, dict] = {
     # quick: three seeds on the generated data set, sized by its training curves and its
     # budget (README's "Sizing the quick profile"): `make run` within 15 min on 2 AVX512-BF16
     # cores and 20 on 2 AVX2-only ones (fp32 there, about half the speed). Batch 32: on so
-    # few images the number of steps, not of images, decides how far a run gets. At batch 32
-    # the paper's lr 0.1 (for batch 128) left some seeds of the networks trained from scratch
-    # at chance for most of their epochs (a supervised NIN ended at 37 %, a 2-rotation
-    # pretraining at 61 %); lower lrs did not (README's "Sizing the quick profile").
+    # few images the number of steps, not of images, decides how far a run gets. Lower lrs
+    # than the paper's 0.1 (set for batch 128) for the networks trained from scratch: at
+    # batch 32 it left single seeds at chance (the runs are in README's "Sizing the quick
+    # profile").
     # Attention figures for the baseline only (one command for any other: `rotnet attention`).
     "quick": {
         "seeds": [0, 1, 2],
