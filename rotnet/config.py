@@ -339,8 +339,9 @@ PROFILE_OVERRIDES: dict[str, dict] = {
     # paper says 100 epochs, ×0.2 after 30, 60, 80); everything else as the paper.
     "paper-authors": {"pretrain": {"optim": {"epochs": 200, "milestones": [60, 120, 160]}}},
     # quick: three seeds on the generated data set, sized by its training curves and its
-    # budget (README's "Sizing the quick profile"): `make run` within 15 min on 2 AVX512-BF16
-    # cores and 20 on 2 AVX2-only ones (fp32 there, about half the speed). Batch 32: on so
+    # budget (README's "Sizing the quick profile"), aimed at `make run` within 15 min on 2
+    # AVX512-BF16 cores and 20 on 2 AVX2-only ones (fp32 there, about half the speed; README's
+    # Results give the times measured). Batch 32: on so
     # few images the number of steps, not of images, decides how far a run gets. Lower lrs
     # than the paper's 0.1 (set for batch 128) for the networks trained from scratch: at
     # batch 32 it left single seeds at chance (the runs are in README's "Sizing the quick
