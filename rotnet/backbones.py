@@ -67,7 +67,7 @@ def load_backbone(path: str | Path) -> Backbone:
                "variant": variant_name(arch["blocks"], arch["rotations"]),  # from its architecture, not a tag
                "blocks": arch["blocks"], "rotations": arch["rotations"], "width": arch["width"]}
     return Backbone(model.backbone, lineage, protocol.pretrained_backbone(pretrain_fp, state["epoch"]),
-                    state["config"].get("profile"), state["history"][-1]["test_acc"])
+                    state["config"].get("profile"), checkpoint.last_test_acc(state["history"]))
 
 
 def declared_rotnet(arch: dict, path: str | Path) -> NINClassifier:

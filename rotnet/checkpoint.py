@@ -117,8 +117,9 @@ def check_form(state: dict, path: str | Path) -> None:
             refuse(f"{key!r} is missing or not a {kind.__name__}")
     if state["epoch"] < 1:
         refuse(f"epoch {state['epoch']}")
+    # an epoch between two scored ones (pretrain.eval_every) has no test_acc
     if not state["history"] or not all(isinstance(m, dict) and type(m.get("epoch")) is int
-                                       and _is_number(m.get("test_acc")) for m in state["history"]):
+                                       and _is_number(m.get("test_acc", 0.0)) for m in state["history"]):
         refuse("no history of finished epochs")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                for k, v in state["model"].items()):
@@ -126,6 +127,17 @@ def check_form(state: dict, path: str | Path) -> None:
     extra = state["extra"]
     if not isinstance(extra.get("run_id", ""), str) or not isinstance(extra.get("tags", {}), dict):
         refuse("'extra' holds a run id or tags of the wrong type")
+
+
+def scored(history: list[dict]) -> list[dict]:
+    """The epochs of `history` that scored the test set (all, unless pretrain.eval_every > 1)."""
+    return [m for m in history if "test_acc" in m]
+
+
+def last_test_acc(history: list[dict]) -> float | None:
+    """The test accuracy of the last epoch of `history` that scored it (None: none did)."""
+    epochs = scored(history)
+    return epochs[-1]["test_acc"] if epochs else None
 
 
 def _is_number(value) -> bool:

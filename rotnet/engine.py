@@ -168,6 +168,8 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
     task.model.train()
     if task.frozen is not None:
         task.frozen.eval()
+    scheduled = [group["lr"] for group in optimizer.param_groups]  # restored after the epoch
+    warmup_steps = optim.warmup_epochs * steps if epoch < optim.warmup_epochs else 0
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     seen = 0
@@ -177,6 +179,8 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
         index = order[lo:hi]
         images = apply_crop_flip(data.train_images[index], augment[lo:hi])
         x, y = make_inputs(task, images, data.train_labels[index], data, runtime)
+        if warmup_steps:
+            _warm_up(optimizer, scheduled, (epoch * steps + step + 1) / warmup_steps)
         with runtime.autocast():
             logits = forward(task, x)
             loss = F.cross_entropy(logits.float(), y)
@@ -191,6 +195,8 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
             rate = seen / (time.perf_counter() - start)
             hooks.on_step(epoch, step + 1, loss.item(), rate)
     elapsed = time.perf_counter() - start
+    for group, lr in zip(optimizer.param_groups, scheduled):
+        group["lr"] = lr
     loss_sum, correct, seen = world.sum(loss_sum, correct, torch.tensor(seen, device=runtime.device))
     seen = int(seen.item())
     metrics = {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
@@ -198,6 +204,19 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
     if runtime.device.type == "cuda":
         metrics["peak_memory_mib"] = torch.cuda.max_memory_allocated(runtime.device) / 2 ** 20
     return metrics
+
+
+def _warm_up(optimizer, scheduled: list[float], fraction: float) -> None:
+    """Every parameter group at `fraction` of its scheduled lr (one warm-up step)."""
+    for group, lr in zip(optimizer.param_groups, scheduled):
+        group["lr"] = lr * fraction
+
+
+def _scored(epoch: int, epochs: int, eval_every: int, snapshot_every: int) -> bool:
+    """Whether epoch `epoch` (1-based) scores the test set: every `eval_every`-th, the
+    last (a run's result) and every snapshot (Figure 5a reads a snapshot's accuracy)."""
+    return (epoch == epochs or epoch % eval_every == 0
+            or bool(snapshot_every and epoch % snapshot_every == 0))
 
 
 class FrozenTestFeatures:
@@ -323,14 +342,17 @@ def _wrapped(task: Task, runtime: Runtime) -> tuple[Task, Task]:
 
 def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, out_dir: str | Path,
         config: dict, hooks: Hooks | None = None, train_indices: torch.Tensor | None = None,
-        snapshot_every: int = 0, extra: dict | None = None, state: dict | None = None) -> Fitted:
+        snapshot_every: int = 0, extra: dict | None = None, state: dict | None = None,
+        eval_every: int = 1) -> Fitted:
     """Train `task` for `optim.epochs`, resuming from `state`: `out_dir/checkpoint.pt` as
     `checkpoint.open_for_resume` opened and checked it (None: start afresh). The caller has
     validated the run (`experiments.execute`: batch size, world, checkpoint).
 
     A checkpoint is written atomically after every epoch (and kept as `snapshot-epochNNN.pt`
-    every `snapshot_every` epochs). Returns the per-epoch history and, for a classifier, the
-    final predictions: the last epoch's evaluation kept them (one process), else one pass.
+    every `snapshot_every` epochs). The test set is scored after the epochs `_scored` names
+    (`eval_every`: 1, every epoch); the others' history has no test_acc. Returns the
+    per-epoch history and, for a classifier, the final predictions: the last epoch's
+    evaluation kept them (one process), else one pass.
     """
     hooks = hooks or Hooks()
     out_dir = Path(out_dir)
@@ -361,11 +383,12 @@ def fit(task: Task, data: ImageData, optim: OptimConfig, runtime: Runtime, *, ou
         lr = optimizer.param_groups[0]["lr"]
         metrics = train_one_epoch(compiled, device_data, optimizer, runtime, epoch, optim, pool, hooks)
         scheduler.step()
-        eval_start, kept = time.perf_counter(), []
-        test_acc = evaluate(evaluated, device_data, runtime, frozen_features,  # ends in a host sync
-                            kept if keep else None)
-        metrics.update(epoch=epoch + 1, lr=lr, test_acc=test_acc,
-                       eval_seconds=time.perf_counter() - eval_start)
+        metrics.update(epoch=epoch + 1, lr=lr)
+        if _scored(epoch + 1, optim.epochs, eval_every, snapshot_every):
+            eval_start, kept = time.perf_counter(), []
+            test_acc = evaluate(evaluated, device_data, runtime, frozen_features,  # ends in a host sync
+                                kept if keep else None)
+            metrics.update(test_acc=test_acc, eval_seconds=time.perf_counter() - eval_start)
         check_finite(metrics)
         history.append(metrics)
         if runtime.world.is_main:  # one writer; every rank resumes from the same file

@@ -75,7 +75,7 @@ def _seeded(seed: int):
 def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, out_dir: str | Path,
             run_name: str, tags: dict, model: dict, tracker: Tracker | None = None,
             hooks: Hooks | None = None, train_indices: torch.Tensor | None = None,
-            snapshot_every: int = 0) -> RunResult:
+            snapshot_every: int = 0, eval_every: int = 1) -> RunResult:
     """Train `task` as a tracked, resumable run in `out_dir`; `model` names what it trains
     for the run's protocol fingerprint (see `rotnet.protocol`).
 
@@ -116,7 +116,7 @@ def execute(task: Task, data: ImageData, optim: OptimConfig, config: Config, *, 
             fitted = fit(task, data, optim, runtime, out_dir=out_dir,
                          config=config.to_dict(), train_indices=train_indices,
                          snapshot_every=snapshot_every, extra={"run_id": run.run_id, "tags": tags},
-                         state=state,
+                         state=state, eval_every=eval_every,
                          hooks=Hooks(user_hooks.on_start, user_hooks.on_step, on_epoch_end))
             history = fitted.history
             per_class = _save_predictions(fitted.predictions, data, run, out_dir,
@@ -223,7 +223,7 @@ def _finish(run: TrackedRun, out_dir: Path, history: list[dict], resolved: dict,
             per_class: dict[str, float], is_main: bool) -> dict:
     """The final metrics: logged, tagged, and written to metrics.json (the finished mark)."""
     ckpt_path = files.checkpoint_in(out_dir)
-    best = max(history, key=lambda m: m["test_acc"])
+    best = max(checkpoint.scored(history), key=lambda m: m["test_acc"])
     metrics = {"test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"],
                "best_epoch": best["epoch"], "epochs": history[-1]["epoch"],
                "checkpoint_sha256": checkpoint.file_sha256(ckpt_path), "run_id": run.run_id}
@@ -266,7 +266,7 @@ def pretrain(config: Config, out_dir: str | Path | None = None, *, tracker: Trac
                    out_dir=out_dir, run_name=f"{variant}-pretrain", hooks=hooks, tracker=tracker,
                    tags={"variant": variant, "blocks": p.blocks, "rotations": p.rotations,
                          "width": p.width}, model=protocol.rotnet_model(p),
-                   snapshot_every=p.snapshot_every)
+                   snapshot_every=p.snapshot_every, eval_every=p.eval_every)
 
 
 # ---- classifiers on a pretrained (or random) backbone ---------------------------------

@@ -47,7 +47,7 @@ def plain_hooks(title: str, stream=None) -> Hooks:
         done = epoch - state["start_epoch"]  # epochs this process trained (a resume skips some)
         eta = (time.monotonic() - state["began"]) / max(done, 1) * (epochs - epoch)
         say(f"{title} epoch {epoch}/{epochs} loss {metrics['train_loss']:.3f} "
-            f"train acc {metrics['train_acc']:.1f}% test acc {metrics['test_acc']:.1f}% "
+            f"train acc {metrics['train_acc']:.1f}%{_test_acc(metrics)} "
             f"{metrics['images_per_s']:,.0f} img/s ETA {timedelta(seconds=round(eta))}")
 
     return Hooks(on_start, None, on_epoch_end)
@@ -77,9 +77,15 @@ def rich_hooks(title: str, console: Console):
                         epoch=epoch + 1)
 
     def on_epoch_end(metrics: dict) -> None:
-        state["last"] = f"| test acc {metrics['test_acc']:.1f}%"
+        if "test_acc" in metrics:  # an unscored epoch keeps the last score shown
+            state["last"] = f"|{_test_acc(metrics)}"
         progress.update(state["task"], completed=metrics["epoch"] * state["steps"],
                         epoch=metrics["epoch"])
 
     with progress:
         yield Hooks(on_start, on_step, on_epoch_end)
+
+
+def _test_acc(metrics: dict) -> str:
+    """" test acc N%" for an epoch that scored the test set, else nothing."""
+    return f" test acc {metrics['test_acc']:.1f}%" if "test_acc" in metrics else ""

@@ -29,9 +29,12 @@ def fingerprint(config: Config, optim: OptimConfig, model: dict, precision: str)
     """The fingerprint of a run of `config` that trained `model` with `optim` in the resolved
     `precision` (bf16 | fp32: the numbers differ, so runs of each never fill one cell)."""
     data = config.data
+    optim_fields = dataclasses.asdict(optim)
+    if not optim.warmup_epochs:  # added later: runs without warm-up keep their fingerprint
+        del optim_fields["warmup_epochs"]
     protocol = {"data": {"dataset": data.dataset, "train_size": data.train_size,
                          "test_size": data.test_size, "seed": data.seed},
-                "seed": config.runtime.seed, "optim": dataclasses.asdict(optim), "model": model,
+                "seed": config.runtime.seed, "optim": optim_fields, "model": model,
                 "precision": precision}
     text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]

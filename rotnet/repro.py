@@ -27,8 +27,9 @@ from typing import Callable
 
 from rotnet.warm import warm_server
 
-# DVC of this interpreter: found even where its bin/ is not on PATH (e.g. `.venv/bin/rotnet`)
-DVC = [sys.executable, "-m", "dvc"]
+# DVC of this interpreter: found even where its bin/ is not on PATH (e.g. `.venv/bin/rotnet`),
+# with dvc.lock read by the C parser (rotnet.dvc_cli)
+DVC = [sys.executable, "-m", "rotnet.dvc_cli"]
 
 
 def stage_graph(dvcfile: str = "dvc.yaml") -> dict[str, set[str]]:

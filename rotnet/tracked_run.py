@@ -58,8 +58,8 @@ class TrackedRun:
 
     def log_missing_epochs(self, history: list[dict]) -> None:
         """Re-log the epochs of a resumed run's history that a kill kept out of MLflow."""
-        accuracy = metric_key("test_acc", self.split)
-        logged = {m.step for m in self._client.get_metric_history(self.run_id, accuracy)}
+        # train_loss: every epoch logs it (test_acc only a scored one, pretrain.eval_every)
+        logged = {m.step for m in self._client.get_metric_history(self.run_id, "train_loss")}
         for metrics in history:
             if metrics["epoch"] not in logged:
                 self.log_epoch(metrics)

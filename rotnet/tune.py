@@ -347,6 +347,8 @@ class _Objective:
         from rotnet.engine import Hooks, StopRun
 
         def on_epoch_end(metrics: dict) -> None:
+            if "test_acc" not in metrics:  # an unscored pretraining epoch (pretrain.eval_every)
+                return
             trial.report(metrics["test_acc"], metrics["epoch"])  # validation accuracy here
             if trial.should_prune():
                 raise StopRun(f"trial {trial.number} pruned at epoch {metrics['epoch']}")

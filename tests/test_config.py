@@ -151,6 +151,9 @@ def test_wrong_type_is_a_rotnet_error(values):
     ({"semisup": {"per_class": [20, 0]}}, "per_class"),
     ({"finetune": {"backbone_lr_scale": 0}}, "backbone_lr_scale"),
     ({"finetune": {"backbone_lr_scale": 2.0}}, "backbone_lr_scale"),
+    ({"pretrain": {"eval_every": 0}}, "eval_every"),
+    ({"probe": {"optim": {"warmup_epochs": -1}}}, "warmup_epochs"),
+    ({"pretrain": {"optim": {"epochs": 2, "warmup_epochs": 3}}}, "warmup_epochs"),
 ])
 def test_invalid_values_are_rotnet_errors(values, words):
     with pytest.raises(RotnetError, match=words):

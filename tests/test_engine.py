@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rotnet import experiments
+from rotnet import checkpoint, experiments
+from rotnet.backbones import load_backbone
 from rotnet.config import OptimConfig
 from rotnet.engine import Hooks, epoch_generator, epoch_order, make_optimizer
 from rotnet.tracking import NullTracker
@@ -138,6 +139,45 @@ def test_snapshots_are_kept_every_n_epochs(tmp_path, make_config, tiny_data):
     assert last["epoch"] == 2
     assert (tmp_path / "snapshot-epoch002.pt").read_bytes() == (tmp_path / "checkpoint.pt").read_bytes()
     assert torch.load(tmp_path / "snapshot-epoch001.pt", weights_only=True)["epoch"] == 1
+
+
+def test_scoring_the_test_set_every_other_epoch_changes_no_result(tmp_path, make_config,
+                                                                  tiny_data):
+    """pretrain.eval_every: the epochs between are trained exactly as when every epoch is
+    scored, the scored ones score the same, and the checkpoint loads as a backbone."""
+    three = {**DETERMINISTIC, "pretrain": {"optim": {"epochs": 3, "milestones": [2]}}}
+    every = experiments.pretrain(make_config(three), tmp_path / "every", tracker=NullTracker(),
+                                 data=tiny_data)
+    sparse = {**three, "pretrain": {**three["pretrain"], "eval_every": 2}}
+    other = experiments.pretrain(make_config(sparse), tmp_path / "other", tracker=NullTracker(),
+                                 data=tiny_data)
+    trained = ("epoch", "lr", "train_loss", "train_acc")
+    assert [{k: m[k] for k in trained} for m in other.history] == \
+        [{k: m[k] for k in trained} for m in every.history]
+    assert ["test_acc" in m for m in other.history] == [False, True, True]  # 2nd and the last
+    assert [m["test_acc"] for m in other.history[1:]] == [m["test_acc"] for m in every.history[1:]]
+    assert_same_weights(final_state(tmp_path / "other"), final_state(tmp_path / "every"))
+    assert other.metrics["best_test_acc"] == max(m["test_acc"] for m in every.history[1:])
+    backbone = load_backbone(tmp_path / "other" / "checkpoint.pt")
+    assert backbone.rotation_acc == every.history[-1]["test_acc"]
+    assert checkpoint.last_test_acc(other.history[:1]) is None
+
+
+def test_warm_up_raises_the_lr_step_by_step_then_follows_the_schedule(tmp_path, make_config,
+                                                                      tiny_data, monkeypatch):
+    stepped = []
+    step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        stepped.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    config = make_config({"pretrain": {"optim": {"warmup_epochs": 1}}})
+    result = experiments.pretrain(config, tmp_path, tracker=NullTracker(), data=tiny_data)
+    # TINY: 4 steps per epoch, lr 0.1, × 0.2 after epoch 1
+    assert stepped == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.02, 0.02, 0.02, 0.02])
+    assert [m["lr"] for m in result.history] == pytest.approx([0.1, 0.02])
 
 
 def test_epoch_order_wraps_around_a_small_pool_as_whole_shuffles():

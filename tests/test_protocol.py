@@ -23,6 +23,7 @@ TABLE3 = {key.removeprefix("table3/"): want for key, _, _, _, _, want in report.
     {"runtime": {"device": "cpu", "channels_last": False, "compile": True,
                  "deterministic": True, "log_every": 5}},
     {"pretrain": {"snapshot_every": 1}},
+    {"pretrain": {"eval_every": 2}},  # scores fewer epochs, trains the same
     {"semisup": {"per_class": [3]}, "snapshots": {"every": 2}, "ablation": {"blocks": 5}},
 ])
 def test_paths_logging_and_runtime_leave_the_fingerprint(change):
@@ -37,6 +38,7 @@ def test_paths_logging_and_runtime_leave_the_fingerprint(change):
     ({"runtime": {"seed": 1}}, True),
     ({"pretrain": {"optim": {"epochs": 3}}}, True),  # a probe's pretraining chain
     ({"pretrain": {"width": 0.25}}, True),
+    ({"pretrain": {"optim": {"warmup_epochs": 1}}}, True),
     ({"probe": {"optim": {"lr": 0.05}}}, False),
     ({"probe": {"hidden": 100}}, False),
 ])
