@@ -56,7 +56,7 @@ def test_every_training_stage_runs_once_per_seed():
     """Each training stage's matrix has a `seed` axis read from params' `seeds` and puts it
     in every path it declares, so two seeds never share an output."""
     for name, stage in _stages().items():
-        if name in ("data", "subsets", "report"):
+        if name in ("code", "data", "subsets", "report"):
             assert "matrix" not in stage, name
             continue
         assert stage["matrix"]["seed"] == "${seeds}", name
