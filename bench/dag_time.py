@@ -7,9 +7,10 @@ Runs `rotnet repro --jobs N` in the current directory, with its params.yaml (ind
 stages side by side; each stage started warm, in a fork of a server that imported torch and
 MLflow once, or with `--cold` in a process of its own as plain `dvc repro` starts it),
 stamps the moment each stage starts and prints its last line, then reads the MLflow runs each stage made (tag `stage`)
-and splits every stage's wall time into training (the epochs' train + test seconds, from
-the runs' metrics) and the fixed rest: process start and imports, data loading, MLflow
-connection, checkpoint/metric writes, DVC's bookkeeping. Prints one row per stage and the
+and splits every stage's wall time into training (the epochs' train seconds, and a random
+backbone's BatchNorm calibration), evaluation (the epochs' test seconds), both from the runs,
+and the fixed rest: process start and imports, data loading, MLflow connection,
+checkpoint/metric writes, DVC's bookkeeping. Prints one row per stage and the
 totals; with several jobs the stages overlap, so their walls add up to more than the total.
 """
 
@@ -54,13 +55,15 @@ def timed_repro(command: list[str]) -> tuple[dict[str, float], float]:
 
 
 def run_seconds(stage: str) -> tuple[float, float, int]:
-    """The epochs' training and evaluation seconds summed over the finished runs of `stage`,
-    and how many runs that is."""
+    """The training seconds (epochs, BatchNorm calibration) and evaluation seconds summed over
+    the finished runs of `stage`, and how many runs that is."""
     from rotnet import tracking
 
     train, test, runs = 0.0, 0.0, 0
     for run in tracking.search_runs(f"tags.stage = '{stage}' and attributes.status = 'FINISHED'"):
         runs += 1
+        # a random backbone's BatchNorm calibration is the method's work, as an epoch is
+        train += float(run.data.tags.get("calibration_seconds", 0.0))
         train += sum(value for _, value in tracking.metric_history(run.info.run_id, "epoch_seconds"))
         test += sum(value for _, value in tracking.metric_history(run.info.run_id, "eval_seconds"))
     return train, test, runs
