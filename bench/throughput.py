@@ -30,7 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rotnet.config import OptimConfig, RuntimeConfig
 from rotnet.data import load_data
-from rotnet.engine import DeviceData, Hooks, Runtime, Task, make_optimizer, train_one_epoch
+from rotnet.engine import DeviceData, Hooks, Task, make_optimizer, train_one_epoch
+from rotnet.runtime import Runtime
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
 from rotnet.rotations import rotation_set
 

@@ -108,9 +108,9 @@ def random_backbone(config: Config, data: ImageData, *, calibrated: bool = True,
     torch.manual_seed(config.runtime.seed + 7919)  # not the init a pretraining run with this seed had
     p = config.pretrain
     module = NINBackbone(p.blocks, data.channels, p.width)
-    lineage = {"backbone": RANDOM_BACKBONES[calibrated], "pretrain_run_id": "",
-               "pretrain_checkpoint": RANDOM_BACKBONES[calibrated], "pretrain_checkpoint_sha256": "",
-               "blocks": p.blocks, "width": p.width}
+    name = RANDOM_BACKBONES[calibrated]
+    lineage = {"backbone": name, "pretrain_run_id": "", "pretrain_checkpoint": name,
+               "pretrain_checkpoint_sha256": "", "blocks": p.blocks, "width": p.width}
     if calibrated:
         start, images = time.perf_counter(), data.train_images[:calibration_images]
         with torch.no_grad():  # forward passes only: no graph to keep

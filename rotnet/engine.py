@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,19 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rotnet import checkpoint, files, hardware
+from rotnet import checkpoint, files
 from rotnet.augment import apply_crop_flip, draw_crop_flip, normalize
-from rotnet.config import OptimConfig, RuntimeConfig
+from rotnet.config import OptimConfig
 from rotnet.data import ImageData
-from rotnet.distributed import from_environment
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.rotations import RotationSet, rotate_batch
+from rotnet.runtime import Runtime
 
-# Test images per evaluation batch (each in all its rotations for the pretext). A GPU wants
-# big batches; on a CPU activations that stay in cache win: on the 2-core AVX2 EPYC an
-# evaluation of the quick b4-r4 RotNet took 2.6 s at 500, 1.4 s at 64, 1.0 s at 32, 1.0 at 16.
-EVAL_BATCH = {"cuda": 500, "cpu": 32}
 FROZEN_FEATURES_BYTES = 2 ** 30  # a probe keeps its frozen test features up to this size
 CROP_PADDING = 4
 
@@ -64,51 +59,6 @@ class Hooks:
     on_start: Callable[[int, int, int], None] | None = None  # (start_epoch, epochs, steps_per_epoch)
     on_step: Callable[[int, int, float | None, float], None] | None = None  # (epoch, step, loss, img/s)
     on_epoch_end: Callable[[dict], None] | None = None  # the epoch's metrics
-
-
-class Runtime:
-    """Device, precision and memory format resolved once from a RuntimeConfig."""
-
-    def __init__(self, config: RuntimeConfig):
-        self.config = config
-        name = str(hardware.resolve_device(config.device))
-        hardware.check_device_available(name)  # before any process group or file
-        self.world = from_environment()  # described only: `distributed.join` joins it
-        if self.world.enabled and name == "cuda":
-            name = f"cuda:{self.world.local_rank}"  # torchrun: one GPU per process
-        self.device = torch.device(name)
-        self.precision = hardware.resolve_precision(config.precision, self.device)
-        self.channels_last = config.channels_last
-        self.eval_batch = EVAL_BATCH.get(self.device.type, EVAL_BATCH["cpu"])
-        if config.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-
-    def describe(self) -> dict:
-        """What actually runs (never "auto"): recorded with every run beside its config."""
-        return {**hardware.describe(self.device), "precision": self.precision,
-                "channels_last": self.channels_last, "compile": self.config.compile,
-                "deterministic": self.config.deterministic, "world_size": self.world.world_size,
-                "eval_batch": self.eval_batch}
-
-    def autocast(self):
-        enabled = self.precision == "bf16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
-
-    def to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def prepare_module(self, module: nn.Module) -> nn.Module:
-        module.to(self.device)
-        if self.channels_last:
-            module.to(memory_format=torch.channels_last)
-        return module
-
-    def maybe_compile(self, module: nn.Module) -> nn.Module:
-        return torch.compile(module) if self.config.compile else module
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -168,7 +118,7 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
     task.model.train()
     if task.frozen is not None:
         task.frozen.eval()
-    scheduled = [group["lr"] for group in optimizer.param_groups]  # restored after the epoch
+    scheduled = [group["lr"] for group in optimizer.param_groups]
     warmup_steps = optim.warmup_epochs * steps if epoch < optim.warmup_epochs else 0
     loss_sum = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
@@ -195,8 +145,8 @@ def train_one_epoch(task: Task, data: DeviceData, optimizer, runtime: Runtime, e
             rate = seen / (time.perf_counter() - start)
             hooks.on_step(epoch, step + 1, loss.item(), rate)
     elapsed = time.perf_counter() - start
-    for group, lr in zip(optimizer.param_groups, scheduled):
-        group["lr"] = lr
+    if warmup_steps:  # back to the schedule's lr, which the scheduler steps from
+        _warm_up(optimizer, scheduled, 1.0)
     loss_sum, correct, seen = world.sum(loss_sum, correct, torch.tensor(seen, device=runtime.device))
     seen = int(seen.item())
     metrics = {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,

@@ -23,13 +23,14 @@ from rotnet.augment import normalize
 from rotnet.config import Config, OptimConfig
 from rotnet.data import ImageData, load_data, test_set_digest
 from rotnet.distributed import check_batch, join
-from rotnet.engine import Hooks, Runtime, StopRun, Task, class_accuracy, fit, make_optimizer
+from rotnet.engine import Hooks, StopRun, Task, class_accuracy, fit, make_optimizer
 from rotnet.errors import RotnetError
 from rotnet.faults import crash_point
 from rotnet.backbones import Backbone, check_backbone, load_backbone, random_backbone  # noqa: F401
 from rotnet.models import NINBackbone, NINClassifier, block_output_shape, conv_probe, nonlinear_probe
 from rotnet.registry import HEADS, variant_name
 from rotnet.rotations import rotation_set
+from rotnet.runtime import Runtime
 from rotnet.tracked_run import TrackedRun
 from rotnet.tracking import ATTEMPT_TAG, NullTracker, Tracker, as_params, class_metric
 

@@ -46,7 +46,7 @@ def is_fingerprint(value) -> bool:
 
 
 def run_precision(runtime: RuntimeConfig) -> str:
-    """The precision a run of `runtime` resolves to on this machine (as `engine.Runtime`
+    """The precision a run of `runtime` resolves to on this machine (as `runtime.Runtime`
     resolves it): what a fingerprint computed here, e.g. by the report, assumes."""
     from rotnet import hardware  # torch: only where a precision is resolved
 

@@ -229,7 +229,8 @@ class _Counting(torch.nn.Module):
 
 def test_a_probe_computes_its_frozen_test_features_once_and_scores_the_same(tiny_data):
     from rotnet.config import RuntimeConfig
-    from rotnet.engine import DeviceData, FrozenTestFeatures, Runtime, Task, evaluate
+    from rotnet.engine import DeviceData, FrozenTestFeatures, Task, evaluate
+    from rotnet.runtime import Runtime
 
     torch.manual_seed(0)
     runtime = Runtime(RuntimeConfig(device="cpu", precision="fp32"))
@@ -252,7 +253,8 @@ def test_a_probe_computes_its_frozen_test_features_once_and_scores_the_same(tiny
 
 def test_the_evaluation_batch_follows_the_device_and_not_the_accuracy(tiny_data):
     from rotnet.config import RuntimeConfig
-    from rotnet.engine import EVAL_BATCH, DeviceData, Runtime, Task, evaluate
+    from rotnet.engine import DeviceData, Task, evaluate
+    from rotnet.runtime import EVAL_BATCH, Runtime
     from rotnet.models import NINClassifier
     from rotnet.rotations import rotation_set
 

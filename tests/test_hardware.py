@@ -11,7 +11,7 @@ import torch
 
 from rotnet import hardware
 from rotnet.config import RuntimeConfig
-from rotnet.engine import Runtime
+from rotnet.runtime import Runtime
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
