@@ -18,10 +18,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e '.[workflow,test]'
-	@# pip byte-compiles the ~16 000 installed modules one by one (about 35 s of a 130 s
-	@# install, 2 cores); compileall does the same on every core. torch ships one test file
-	@# in Python 3.12 syntax, skipped here as pip skips it; a module that fails to compile
-	@# is only compiled again at each import, as pip leaves it too, hence `|| true`.
+	@# pip byte-compiles the ~16 000 installed modules one by one (about 60 s of a 130 s
+	@# install on 2 cores); compileall does it on every core (30 s). torch ships one test
+	@# file in Python 3.12 syntax, skipped as pip skips it; any other module that does not
+	@# compile stays as pip would leave it (compiled at each import), hence `|| true`.
 	$(BIN)/python -m compileall -qq -j 0 -x py312_intrinsics $(VENV)/lib || true
 	touch $@
 
