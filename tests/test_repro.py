@@ -47,6 +47,15 @@ def test_schedule_runs_each_stage_after_its_dependencies_within_jobs():
         "data": 1, "a": 2, "b": 2, "report": 1}
 
 
+def test_schedule_starts_first_the_ready_stage_most_of_the_pipeline_waits_on():
+    # "z-root" holds up two stages, "a-leaf" none: z-root first although a-leaf sorts first
+    graph = {"a-leaf": set(), "z-root": set(), "mid": {"z-root"}, "end": {"mid"}}
+    assert repro.downstream_counts(graph) == {"a-leaf": 0, "z-root": 2, "mid": 1, "end": 0}
+    run, log, _ = recording_runner(seconds=0)
+    assert repro.schedule(graph, 1, run) == []
+    assert [stage for event, stage in log if event == "start"] == ["z-root", "mid", "a-leaf", "end"]
+
+
 def test_schedule_one_job_is_sequential():
     run, _, state = recording_runner()
     repro.schedule(DIAMOND, 1, run)
