@@ -63,12 +63,12 @@ def downstream_counts(graph: dict[str, set[str]]) -> dict[str, int]:
 
 def schedule(graph: dict[str, set[str]], jobs: int, run: Callable[[str, int], int]) -> list[str]:
     """Run every stage of `graph` once its dependencies succeeded, `jobs` at a time, in a
-    stable order: among the ready ones, those with the most stages downstream first (they
-    hold up the most; on the quick profile this keeps a lone long stage off the end), then
-    by name. `run(stage, width)` is told how many stages
-    will run side by side as it starts (at most `jobs`: fewer at the pipeline's narrow
-    points, so a lone stage can take every core). Returns the stages that failed; after a
-    failure nothing new starts, and the running ones finish."""
+    stable order: of the ready ones, those with the most stages downstream first (they hold
+    up the most; on the quick profile this keeps a lone long stage off the end), then by
+    name. `run(stage, width)` is told how many stages will run side by side as it starts (at
+    most `jobs`: fewer at the pipeline's narrow points, so a lone stage can take every core).
+    Returns the stages that failed; after a failure nothing new starts, and the running ones
+    finish."""
     unknown = {dep for deps in graph.values() for dep in deps} - graph.keys()
     if unknown:
         raise ValueError(f"stages depend on stages not in the graph: {sorted(unknown)}")
