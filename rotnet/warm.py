@@ -8,7 +8,9 @@ the stage script's first line, `hand_over(__file__)`, connects instead to this s
 address in `ADDRESS_ENV`) and passes it the stage's command line, folder, environment and
 its stdin/stdout/stderr; the server forks, the child takes them over and runs the script as
 `__main__`, and the stage process exits with the child's status (or its signal). So DVC
-still starts, times and records every stage; only the imports are shared.
+still starts, times and records every stage; only the imports are shared. Once they are
+done, the server also makes the MLflow store of its environment (the stages'), so that the
+first training stages find its tables made (`_make_store`).
 
 Without the variable (plain `dvc repro`, a stage run by hand) or without a reachable server,
 `hand_over` returns and the stage runs in its own process as before. A stage whose
@@ -132,6 +134,7 @@ def serve(address: str, parent: int | None = None) -> None:
     listener.bind(address)  # first, so stages that start meanwhile wait in the backlog
     listener.listen(64)
     _preload()
+    store_maker = _make_store()
     startup_env = {key: os.environ.get(key) for key in IMPORT_TIME_ENV}
     children: dict[int, socket.socket] = {}
     selector = selectors.DefaultSelector()
@@ -147,7 +150,11 @@ def serve(address: str, parent: int | None = None) -> None:
                 else:
                     _stage_went_away(key.fileobj, selector, children)
             _reap(selector, children)
+            if store_maker and os.waitpid(store_maker, os.WNOHANG)[0]:
+                store_maker = None
     finally:
+        if store_maker:  # not killed: a store cut off between its migrations would not open
+            os.waitpid(store_maker, 0)
         for pid in children:
             _end(pid)
         listener.close()
@@ -164,6 +171,31 @@ def _preload() -> None:
     from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
     warn_dependency_requirement_mismatches([f"torch=={torch.__version__.split('+')[0]}"])
+
+
+def _make_store() -> int:
+    """Fork a child that opens the MLflow store the stages will log to, creating its tables
+    and the experiment where they are missing, and exits; returns its pid. Made by the first
+    training stage instead, the tables take 1.7 s under the store's lock while the second
+    waits on it; made here, it happens while the `code` and `data` stages run. Its output
+    goes nowhere (MLflow's set-up lines); should it fail, the stages meet the same error and
+    report it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 1
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        from rotnet.tracking import Tracker
+
+        Tracker().connect()
+        status = 0
+    finally:
+        os._exit(status)
 
 
 def _accept(listener, selector, children, startup_env) -> None:

@@ -5,10 +5,12 @@ that goes away takes its fork with it; and a real stage gives the same numbers w
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, write_params
-from rotnet import warm
+from rotnet import tracking, warm
 
 PROBE = '''
 import json, os, sys, time
@@ -43,10 +45,38 @@ sys.exit(int(action))
 
 
 @pytest.fixture(scope="module")
-def server_env():
-    with warm.warm_server() as extra:
-        assert extra, "the warm server did not start"
-        yield {**os.environ, **extra, "MARKER": "m1"}
+def server_store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("warm-store") / "mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def server_env(server_store):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{server_store}")  # the store it makes
+        with warm.warm_server() as extra:
+            assert extra, "the warm server did not start"
+            yield {**os.environ, **extra, "MARKER": "m1"}
+
+
+def _experiment_kind(store: Path) -> str | None:
+    """The `rotnet` experiment's kind tag in the sqlite store, None while there is none."""
+    try:
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            row = db.execute("SELECT t.value FROM experiments e JOIN experiment_tags t ON "
+                             "t.experiment_id = e.experiment_id WHERE e.name = 'rotnet' "
+                             "AND t.key = 'mlflow.experimentKind'").fetchone()
+    except sqlite3.OperationalError:  # no tables yet
+        return None
+    return row and row[0]
+
+
+def test_the_server_makes_the_stages_store_before_any_stage_asks(server_env, server_store):
+    """The store named by the server's environment (the stages' too) gets its tables and the
+    experiment, in the model-training view, with no stage run against it."""
+    deadline = time.monotonic() + 60
+    while _experiment_kind(server_store) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _experiment_kind(server_store) == tracking.MODEL_TRAINING_KIND
 
 
 @pytest.fixture
