@@ -8,9 +8,9 @@ the stage script's first line, `hand_over(__file__)`, connects instead to this s
 address in `ADDRESS_ENV`) and passes it the stage's command line, folder, environment and
 its stdin/stdout/stderr; the server forks, the child takes them over and runs the script as
 `__main__`, and the stage process exits with the child's status (or its signal). So DVC
-still starts, times and records every stage; only the imports are shared. Once they are
-done, the server also makes the MLflow store of its environment (the stages'), so that the
-first training stages find its tables made (`_make_store`).
+still starts, times and records every stage; only the imports are shared. The server
+also makes the MLflow store of its environment (the stages'), while it imports,
+so that the first training stages find its tables made (`_make_store`).
 
 Without the variable (plain `dvc repro`, a stage run by hand) or without a reachable server,
 `hand_over` returns and the stage runs in its own process as before. A stage whose
@@ -133,8 +133,8 @@ def serve(address: str, parent: int | None = None) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)  # first, so stages that start meanwhile wait in the backlog
     listener.listen(64)
+    store_maker = _make_store()  # before the imports: on the core they leave free
     _preload()
-    store_maker = _make_store()
     startup_env = {key: os.environ.get(key) for key in IMPORT_TIME_ENV}
     children: dict[int, socket.socket] = {}
     selector = selectors.DefaultSelector()
@@ -177,9 +177,9 @@ def _make_store() -> int:
     """Fork a child that opens the MLflow store the stages will log to, creating its tables
     and the experiment where they are missing, and exits; returns its pid. Made by the first
     training stage instead, the tables take 1.7 s under the store's lock while the second
-    waits on it; made here, it happens while the `code` and `data` stages run. Its output
-    goes nowhere (MLflow's set-up lines); should it fail, the stages meet the same error and
-    report it."""
+    waits on it; made here, it happens while the server imports (on the other core), before
+    the first stage is handed over. Its output goes nowhere (MLflow's set-up lines); should
+    it fail, the stages meet the same error and report it."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
