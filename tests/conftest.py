@@ -23,10 +23,12 @@ from helpers import THREADS, Store, tiny_config  # noqa: E402
 torch.set_num_threads(THREADS)  # see helpers.THREADS
 
 
-# The longest files (2-5 min each on a 2-core AVX2 CPU), started first: `make test` runs the
+# The longest files (1-5 min each on a 2-core AVX2 CPU), longest first: `make test` runs the
 # files on 2 workers (pytest-xdist, --dist loadfile: a file's tests stay in one process, with
-# its module fixtures), and a long file started last would run alone at the end.
-LONGEST_FIRST = ("test_pipeline.py", "test_dvc_queue.py", "test_distributed.py")
+# its module fixtures), and a long file started last runs alone at the end while the other
+# worker idles (test_ui_browser.py, last by name, did for 2-3 min).
+LONGEST_FIRST = ("test_pipeline.py", "test_crash_consistency.py", "test_distributed.py",
+                 "test_ui_browser.py", "test_fast_path.py", "test_dvc_queue.py")
 
 
 def pytest_configure(config):
