@@ -40,11 +40,12 @@ run: install
 # subprocesses (DVC, MLflow, a browser), and two files side by side use the second core
 # through those waits (on a 2-core AVX2 CPU: 1 144 s one by one, 897 s on 2).
 TEST_WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PYTEST) --durations=15
 
 test-fast: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PYTEST) -m "not slow"
 
 report: install
 	$(BIN)/rotnet report

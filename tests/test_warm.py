@@ -59,12 +59,12 @@ def server_env(server_store):
 
 
 def _experiment_kind(store: Path) -> str | None:
-    """The `rotnet` experiment's kind tag in the sqlite store, None while there is none."""
+    """The project's experiment's kind tag in the sqlite store, None while there is none."""
     try:
         with contextlib.closing(sqlite3.connect(store)) as db:
             row = db.execute("SELECT t.value FROM experiments e JOIN experiment_tags t ON "
-                             "t.experiment_id = e.experiment_id WHERE e.name = 'rotnet' "
-                             "AND t.key = 'mlflow.experimentKind'").fetchone()
+                             "t.experiment_id = e.experiment_id WHERE e.name = ? AND t.key = ?",
+                             (tracking.EXPERIMENT, tracking.EXPERIMENT_KIND_TAG)).fetchone()
     except sqlite3.OperationalError:  # no tables yet
         return None
     return row and row[0]
