@@ -14,10 +14,15 @@ loader. If DVC's internals are not the ones patched here, DVC runs unpatched.
 
 from __future__ import annotations
 
+import logging
 import os
 import runpy
+import sys
+
+from rotnet.warm import hand_over_module
 
 LOCKFILE = "dvc.lock"
+DVC_LOGGERS = ("dvc", "dvc_objects", "dvc_data")  # those `dvc.logger.setup` gives handlers
 
 
 def install() -> bool:
@@ -40,8 +45,26 @@ def install() -> bool:
     return True
 
 
+def _fresh_logging() -> None:
+    """Logging as a new DVC process sets it up. DVC configured its loggers when the warm
+    server imported it, for the server's stdout and stderr (a terminal, maybe, where this
+    process writes to a pipe), and MLflow's import gave the root logger a handler that would
+    print every DVC line a second time."""
+    from dvc import logger
+
+    logging.root.handlers.clear()
+    logging.root.setLevel(logging.WARNING)
+    for name in DVC_LOGGERS:
+        logging.getLogger(name).handlers.clear()
+    logger.setup()  # for this process's streams (the server unwrapped its own: rotnet.warm)
+
+
 def main() -> None:
-    """DVC's own entry point (`python -m dvc`), run after `install`; sys.argv[1:] is DVC's."""
+    """DVC's own entry point (`python -m dvc`), run after `install`; sys.argv[1:] is DVC's.
+    Under `rotnet repro` it runs in a fork of the warm server, which has DVC imported."""
+    hand_over_module("rotnet.dvc_cli")
+    if "dvc" in sys.modules:  # imported before this ran: a fork of the warm server
+        _fresh_logging()
     install()
     runpy.run_module("dvc", run_name="__main__", alter_sys=True)
 

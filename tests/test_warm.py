@@ -22,7 +22,7 @@ from helpers import ROOT, write_params
 from rotnet import tracking, warm
 
 PROBE = '''
-import json, os, sys, time
+import gc, json, os, sys, time
 sys.path.insert(0, {root!r})
 from rotnet.warm import hand_over
 hand_over(__file__)
@@ -30,7 +30,7 @@ torch_ready = "torch" in sys.modules  # imported before this script ran: a warm 
 out = sys.argv[1]
 with open(out, "w") as f:
     json.dump({{"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(), "warm": torch_ready,
-               "marker": os.environ.get("MARKER")}}, f)
+               "marker": os.environ.get("MARKER"), "frozen": gc.get_freeze_count()}}, f)
 print("to stdout")
 print("to stderr", file=sys.stderr)
 action = sys.argv[2]
@@ -101,6 +101,34 @@ def test_a_stage_runs_warm_with_its_arguments_folder_environment_output_and_stat
     assert result.stdout == "to stdout\n" and result.stderr == "to stderr\n"
     assert seen["warm"] and seen["cwd"] == str(work) and seen["marker"] == "m1"
     assert seen["argv"] == [str(probe), str(work / "seen.json"), "3"]
+    # the server's objects are frozen for the collector (a cold process has none)
+    assert seen["frozen"] > 100_000, seen["frozen"]
+
+
+# A module started as `python -m outer`, as rotnet.dvc_cli is (DVC, which then starts a stage)
+OUTER = '''
+import json, os, subprocess, sys
+from rotnet.warm import hand_over_module
+hand_over_module("outer")
+stage = subprocess.run([sys.executable, {probe!r}, sys.argv[1], "0"])
+print(json.dumps({{"argv": sys.argv[1:], "pid": os.getpid(), "warm": "torch" in sys.modules}}))
+sys.exit(stage.returncode + 4)
+'''
+
+
+def test_a_module_runs_warm_and_the_stage_it_starts_is_handed_over_too(server_env, probe,
+                                                                        tmp_path):
+    (tmp_path / "outer.py").write_text(OUTER.format(probe=str(probe)))
+    outer = subprocess.Popen([sys.executable, "-m", "outer", str(tmp_path / "seen.json")],
+                             env=server_env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:  # a module handed over again by its own fork would fork without end
+        stdout, _ = outer.communicate(timeout=120)
+    finally:
+        outer.kill()
+    seen, stage = json.loads(stdout.splitlines()[-1]), json.loads((tmp_path / "seen.json").read_text())
+    assert outer.returncode == 4
+    assert seen["warm"] and seen["argv"] == [str(tmp_path / "seen.json")] and seen["pid"] != outer.pid
+    assert stage["warm"] and stage["pid"] not in (seen["pid"], outer.pid)
 
 
 def test_a_signal_or_an_uncaught_exception_ends_the_stage_process_as_it_ended_the_fork(
