@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import runpy
-import sys
 
-from rotnet.warm import hand_over_module
+from rotnet.warm import hand_over_module, in_fork
 
 LOCKFILE = "dvc.lock"
 DVC_LOGGERS = ("dvc", "dvc_objects", "dvc_data")  # those `dvc.logger.setup` gives handlers
@@ -63,7 +62,7 @@ def main() -> None:
     """DVC's own entry point (`python -m dvc`), run after `install`; sys.argv[1:] is DVC's.
     Under `rotnet repro` it runs in a fork of the warm server, which has DVC imported."""
     hand_over_module("rotnet.dvc_cli")
-    if "dvc" in sys.modules:  # imported before this ran: a fork of the warm server
+    if in_fork():  # DVC was imported by the warm server, for its own streams
         _fresh_logging()
     install()
     runpy.run_module("dvc", run_name="__main__", alter_sys=True)

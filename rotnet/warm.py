@@ -69,6 +69,11 @@ def hand_over(script: str) -> None:
     _hand_over({"script": os.path.abspath(script)})
 
 
+def in_fork() -> bool:
+    """Whether this process is a fork of the warm server (a stage or DVC handed over)."""
+    return _in_fork
+
+
 def hand_over_module(name: str) -> None:
     """`hand_over` for a process started as `python -m name` (rotnet.dvc_cli)."""
     _hand_over({"module": name})
@@ -86,7 +91,10 @@ def _hand_over(target: dict) -> None:
     except OSError:
         return  # no server (it was stopped, or never started): run cold
     replies = _replies(conn)
-    first = next(replies, None)
+    try:
+        first = next(replies, None)
+    except OSError:  # the server died before taking it (e.g. while importing): run cold
+        return
     if first is None or first["kind"] != STARTED:
         if first is not None:
             print(f"warm server: {first['reason']}; running in this process", file=sys.stderr)
@@ -195,17 +203,18 @@ def _preload() -> None:
 
 
 def _preload_dvc() -> None:
-    """Import `PRELOAD_DVC` where DVC is installed. Importing DVC wraps sys.stdout and stderr
-    (colorama) as the server's own streams need; unwrapped, every fork sees its streams as a
-    new process does (a DVC fork sets its logging up again: rotnet.dvc_cli)."""
+    """Import `PRELOAD_DVC` where DVC is installed and imports (if not, its processes run
+    cold). Importing DVC wraps sys.stdout and stderr (colorama) as the server's own streams
+    need; unwrapped, every fork sees its streams as a new process does (a DVC fork sets its
+    logging up again: rotnet.dvc_cli)."""
     try:
         for module in PRELOAD_DVC:
             __import__(module)
-    except ImportError:
-        return
-    import colorama
-
-    colorama.deinit()
+    except Exception:  # a server that died here would take every stage with it
+        pass
+    finally:
+        if "colorama" in sys.modules:
+            sys.modules["colorama"].deinit()
 
 
 def _make_store() -> int:
@@ -339,6 +348,10 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    # A stage's own subprocesses start cold, as before (a spawned worker re-runs the script,
+    # `hand_over` included); DVC's fork keeps the address for the stage it starts.
+    if "script" in request:
+        os.environ.pop(ADDRESS_ENV, None)
     sys.argv = list(request["argv"])
     # as `python script` / `python -m module` would start: the script's folder, or the cwd
     sys.path[0] = os.path.dirname(request["script"]) if "script" in request else os.getcwd()

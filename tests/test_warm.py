@@ -200,3 +200,35 @@ def test_a_real_stage_gives_the_same_numbers_warm_as_cold(server_env, tmp_path):
     assert json.loads((tmp_path / "cold.json").read_text()) == json.loads(
         (tmp_path / "warm.json").read_text())
     assert curves["cold"] == curves["warm"] and len(curves["cold"]) == 2
+
+
+DVC_YAML = """stages:
+  ok:
+    cmd: echo made > out.txt
+    outs: [out.txt]
+  fails:
+    cmd: python -c "import sys; sys.exit('stage failed')"
+"""
+
+
+def test_dvc_handed_over_prints_and_exits_as_a_cold_dvc(server_env, tmp_path):
+    """`python -m rotnet.dvc_cli` in a fork of the server (DVC imported there, for the
+    server's streams): the same lines, once each, and the same exit status as cold."""
+    def dvc(env, *args):
+        result = subprocess.run([sys.executable, "-m", "rotnet.dvc_cli", *args], env=env,
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        return result.returncode, result.stdout, result.stderr
+
+    cold_env = {key: value for key, value in server_env.items() if key != warm.ADDRESS_ENV}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    assert dvc(cold_env, "init", "-q")[0] == 0
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
+    seen = {}  # the first pass writes dvc.lock, and says so: the two after it are compared
+    for name, env in (("first", cold_env), ("cold", cold_env), ("warm", server_env)):
+        (tmp_path / "out.txt").unlink(missing_ok=True)
+        seen[name] = [dvc(env, "repro", "--single-item", "-f", "ok"),
+                      dvc(env, "repro", "--single-item", "fails"), dvc(env, "status")]
+    assert seen["warm"] == seen["cold"]
+    (ok, ok_out, _), (failed, _, failed_err), _ = seen["warm"]
+    assert ok == 0 and ok_out.count("Running stage 'ok'") == 1
+    assert failed != 0 and "stage failed" in failed_err
