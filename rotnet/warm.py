@@ -27,6 +27,7 @@ module before anything heavy.
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import json
 import os
@@ -348,20 +349,22 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    # A stage's own subprocesses start cold, as before (a spawned worker re-runs the script,
-    # `hand_over` included); DVC's fork keeps the address for the stage it starts.
+    sys.argv = list(request["argv"])
+    # sys.path[0] as `python script` / `python -m module` would set it. A stage's own
+    # subprocesses start cold, as before (a spawned worker re-runs the script, `hand_over`
+    # included); DVC's fork keeps the address for the stage it starts.
     if "script" in request:
         os.environ.pop(ADDRESS_ENV, None)
-    sys.argv = list(request["argv"])
-    # as `python script` / `python -m module` would start: the script's folder, or the cwd
-    sys.path[0] = os.path.dirname(request["script"]) if "script" in request else os.getcwd()
+        sys.path[0] = os.path.dirname(request["script"])
+        run = functools.partial(runpy.run_path, request["script"], run_name="__main__")
+    else:
+        sys.path[0] = os.getcwd()
+        run = functools.partial(runpy.run_module, request["module"], run_name="__main__",
+                                alter_sys=True)
     _fresh_process_state()
     status = 0
     try:
-        if "script" in request:
-            runpy.run_path(request["script"], run_name="__main__")
-        else:
-            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        run()
     except SystemExit as exit_:
         status = _exit_code(exit_.code)
     except BaseException:  # as an uncaught exception ends a process: traceback, status 1
